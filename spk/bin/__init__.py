@@ -1,0 +1,1 @@
+"""Thin click commands; each module parses options and calls the library."""
