@@ -13,6 +13,9 @@ from spk.log import setup_logging
 # (module under spk.bin, attribute holding the click command or group)
 _COMMANDS = [
     ("data", "data"),
+    ("score", "score"),
+    ("report", "report"),
+    ("report", "compare"),
 ]
 
 

@@ -1,0 +1,298 @@
+"""Scoring verification trials with embeddings: trial lists, score files, backends.
+
+A *backend* turns an enrollment and a test embedding into a score, higher meaning
+more likely the same speaker. Backends are looked up by name in ``BACKENDS``;
+each is a function
+
+    backend(enroll_matrix, test_matrix, enroll_rows, test_rows) -> scores
+
+that scores trial i as ``enroll_matrix[enroll_rows[i]]`` against
+``test_matrix[test_rows[i]]``. Whole-matrix preparation (such as length
+normalisation) is done once per matrix, then trials are scored in cache-sized
+chunks of gathered rows, so a million trials take a fraction of a second.
+
+File formats (Kaldi's):
+
+- trials: ``<enroll-id> <test-id> target|nontarget`` (or just the two ids when unlabelled)
+- scores: ``<enroll-id> <test-id> <score>``, optionally a fourth ``target|nontarget`` column
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Mapping, Sequence, Union
+
+import kaldiio
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+LABEL_WORDS = {"target": 1, "nontarget": 0}
+
+# Embeddings as either {id: vector} or (ids, matrix with one row per id).
+Embeddings = Union[Mapping[str, np.ndarray], tuple[Sequence[str], np.ndarray]]
+Backend = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+# Trials per chunk when gathering rows: 4096 rows of a 256-dim float32 matrix are
+# 4 MiB, which stays in cache; much larger chunks are several times slower.
+_CHUNK = 4096
+
+
+class TrialsError(ValueError):
+    """A trials or scores file is malformed, or names an id without an embedding."""
+
+
+# --------------------------------------------------------------------------- #
+# embeddings
+# --------------------------------------------------------------------------- #
+
+def load_embeddings(scp_path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
+    """Read a Kaldi embedding scp into ``(ids, matrix)``: one float32 row per id, in scp order."""
+    scp_path = Path(scp_path)
+    if not scp_path.is_file():
+        raise FileNotFoundError(f"embedding file {scp_path} does not exist")
+    table = kaldiio.load_scp(str(scp_path))
+    ids = list(table.keys())
+    if not ids:
+        raise ValueError(f"embedding file {scp_path} is empty")
+    rows = []
+    for utt in ids:
+        vector = np.asarray(table[utt], dtype=np.float32)
+        if vector.ndim != 1:
+            raise ValueError(f"{scp_path}: embedding {utt!r} has shape {vector.shape}; expected a vector")
+        if rows and vector.size != rows[0].size:
+            raise ValueError(f"{scp_path}: embedding {utt!r} has dimension {vector.size}, "
+                             f"but {ids[0]!r} has {rows[0].size}")
+        rows.append(vector)
+    return ids, np.stack(rows)
+
+
+def _as_table(embeddings: Embeddings, what: str) -> tuple[dict[str, int], np.ndarray]:
+    """``(id -> row index, float32 matrix)`` from a dict or an (ids, matrix) pair."""
+    if isinstance(embeddings, Mapping):
+        ids = list(embeddings.keys())
+        matrix = np.stack([np.asarray(embeddings[i], dtype=np.float32).ravel() for i in ids]) if ids else None
+    else:
+        ids, matrix = embeddings
+        ids = list(ids)
+        matrix = np.asarray(matrix, dtype=np.float32)
+    if not ids:
+        raise ValueError(f"the {what} embeddings are empty")
+    if matrix.ndim != 2 or matrix.shape[0] != len(ids):
+        raise ValueError(f"the {what} embeddings: {len(ids)} ids but a matrix of shape {matrix.shape}")
+    return {utt: row for row, utt in enumerate(ids)}, matrix
+
+
+# --------------------------------------------------------------------------- #
+# backends
+# --------------------------------------------------------------------------- #
+
+def _paired_rows(a: np.ndarray, b: np.ndarray, rows_a: np.ndarray, rows_b: np.ndarray,
+                 score_rows: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
+    """Apply ``score_rows`` to ``a[rows_a]`` and ``b[rows_b]`` chunk by chunk."""
+    scores = np.empty(len(rows_a), dtype=np.float64)
+    for start in range(0, len(rows_a), _CHUNK):
+        stop = start + _CHUNK
+        scores[start:stop] = score_rows(a[rows_a[start:stop]], b[rows_b[start:stop]])
+    return scores
+
+
+def _row_dot(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return np.einsum("ij,ij->i", x, y)
+
+
+def _length_normalise(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return matrix / np.maximum(norms, np.finfo(np.float32).tiny)  # a zero vector stays zero
+
+
+def cosine_backend(enroll: np.ndarray, test: np.ndarray, enroll_rows: np.ndarray,
+                   test_rows: np.ndarray) -> np.ndarray:
+    """Cosine similarity in [-1, 1] (0 against an all-zero embedding)."""
+    return _paired_rows(_length_normalise(enroll), _length_normalise(test), enroll_rows, test_rows, _row_dot)
+
+
+def euclidean_backend(enroll: np.ndarray, test: np.ndarray, enroll_rows: np.ndarray,
+                      test_rows: np.ndarray) -> np.ndarray:
+    """Negative Euclidean distance, so that higher still means more similar."""
+    def negative_distance(x, y):
+        difference = x - y  # the difference itself, not |x|^2 + |y|^2 - 2xy, keeps small distances exact
+        return -np.sqrt(_row_dot(difference, difference))
+    return _paired_rows(enroll, test, enroll_rows, test_rows, negative_distance)
+
+
+BACKENDS: dict[str, Backend] = {
+    "cosine": cosine_backend,
+    "euclidean": euclidean_backend,
+}
+
+
+def get_backend(name: str) -> Backend:
+    """The backend function registered as ``name``."""
+    try:
+        return BACKENDS[name]
+    except KeyError:
+        raise ValueError(f"unknown scoring backend {name!r}; known backends: {', '.join(sorted(BACKENDS))}") \
+            from None
+
+
+# --------------------------------------------------------------------------- #
+# trials and scores
+# --------------------------------------------------------------------------- #
+
+def read_trials(path: str | os.PathLike) -> tuple[list[str], list[str], np.ndarray | None]:
+    """Read a Kaldi trials file into ``(enroll_ids, test_ids, labels)``.
+
+    ``labels`` is an int8 array (1 = target, 0 = nontarget), or None when every line
+    has only the two ids. Trial i is line i + 1: blank lines are errors, so that
+    messages can point at lines.
+    """
+    enroll_ids, test_ids, labels = [], [], []
+    with open(path) as f:
+        for number, line in enumerate(f, start=1):
+            fields = line.split()
+            if len(fields) not in (2, 3):
+                raise TrialsError(f"{path} line {number}: expected '<enroll-id> <test-id> target|nontarget', "
+                                  f"got {line.rstrip()!r}")
+            if number > 1 and (len(fields) == 3) != bool(labels):
+                raise TrialsError(f"{path} line {number}: {len(fields)} fields, but earlier lines have "
+                                  f"{5 - len(fields)}; label every trial or none")
+            if len(fields) == 3:
+                if fields[2] not in LABEL_WORDS:
+                    raise TrialsError(f"{path} line {number}: label {fields[2]!r} is neither 'target' "
+                                      f"nor 'nontarget'")
+                labels.append(LABEL_WORDS[fields[2]])
+            enroll_ids.append(fields[0])
+            test_ids.append(fields[1])
+    if not enroll_ids:
+        raise TrialsError(f"trials file {path} is empty")
+    return enroll_ids, test_ids, (np.array(labels, dtype=np.int8) if labels else None)
+
+
+def _rows_for(ids: Sequence[str], index: dict[str, int], side: str, trials_path) -> np.ndarray:
+    """Row index of each id; a missing id is an error naming it, its line and its side."""
+    try:
+        return np.fromiter((index[i] for i in ids), dtype=np.int64, count=len(ids))
+    except KeyError:
+        line = next(n for n, i in enumerate(ids, start=1) if i not in index)
+        where = f"trials file {trials_path} line {line}" if trials_path else f"trial {line}"
+        raise TrialsError(f"{where}: {side} id {ids[line - 1]!r} has no {side} embedding") from None
+
+
+def score_trials(trials: Sequence, enroll: Embeddings, test: Embeddings, backend: str = "cosine",
+                 trials_path: str | os.PathLike | None = None) -> np.ndarray:
+    """Score every trial; returns float64 scores in trial order.
+
+    ``trials`` is ``(enroll_ids, test_ids[, labels])`` as returned by ``read_trials``
+    (labels are ignored). ``enroll`` and ``test`` are ``{id: vector}`` dicts or
+    ``(ids, matrix)`` pairs such as ``load_embeddings`` returns. ``trials_path`` only
+    serves error messages.
+    """
+    score = get_backend(backend)
+    enroll_ids, test_ids = trials[0], trials[1]
+    if len(enroll_ids) != len(test_ids):
+        raise ValueError(f"{len(enroll_ids)} enroll ids but {len(test_ids)} test ids")
+    enroll_index, enroll_matrix = _as_table(enroll, "enroll")
+    test_index, test_matrix = _as_table(test, "test")
+    if enroll_matrix.shape[1] != test_matrix.shape[1]:
+        raise ValueError(f"enroll embeddings have dimension {enroll_matrix.shape[1]} "
+                         f"but test embeddings {test_matrix.shape[1]}")
+    enroll_rows = _rows_for(enroll_ids, enroll_index, "enroll", trials_path)
+    test_rows = _rows_for(test_ids, test_index, "test", trials_path)
+    logger.debug("scoring %d trials (%s, dimension %d)", len(enroll_rows), backend, enroll_matrix.shape[1])
+    return score(enroll_matrix, test_matrix, enroll_rows, test_rows)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it into place.
+
+    Readers see the old file or the complete new one, never a half-written one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def write_scores(path: str | os.PathLike, enroll_ids: Sequence[str], test_ids: Sequence[str], scores,
+                 labels=None) -> None:
+    """Write ``<enroll-id> <test-id> <score>`` lines (plus ``target|nontarget`` when labels are given).
+
+    The three-column form is what Kaldi's scoring scripts read. The file appears
+    complete or not at all.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if not len(enroll_ids) == len(test_ids) == scores.size:
+        raise ValueError(f"lengths differ: {len(enroll_ids)} enroll ids, {len(test_ids)} test ids, "
+                         f"{scores.size} scores")
+    values = [f"{s:.8g}" for s in scores.tolist()]
+    if labels is None:
+        lines = [f"{e} {t} {s}\n" for e, t, s in zip(enroll_ids, test_ids, values)]
+    else:
+        words = ["target" if label else "nontarget" for label in np.asarray(labels).tolist()]
+        lines = [f"{e} {t} {s} {w}\n" for e, t, s, w in zip(enroll_ids, test_ids, values, words)]
+    atomic_write_text(path, "".join(lines))
+
+
+def read_scores(path: str | os.PathLike) -> tuple[list[str], list[str], np.ndarray, np.ndarray | None]:
+    """Read a score file into ``(enroll_ids, test_ids, scores, labels)``; labels None without a 4th column."""
+    enroll_ids, test_ids, scores, labels = [], [], [], []
+    with open(path) as f:
+        for number, line in enumerate(f, start=1):
+            fields = line.split()
+            if len(fields) not in (3, 4):
+                raise TrialsError(f"{path} line {number}: expected '<enroll-id> <test-id> <score>', "
+                                  f"got {line.rstrip()!r}")
+            try:
+                scores.append(float(fields[2]))
+            except ValueError:
+                raise TrialsError(f"{path} line {number}: score {fields[2]!r} is not a number") from None
+            if len(fields) == 4:
+                if fields[3] not in LABEL_WORDS:
+                    raise TrialsError(f"{path} line {number}: label {fields[3]!r} is neither 'target' "
+                                      f"nor 'nontarget'")
+                labels.append(LABEL_WORDS[fields[3]])
+            enroll_ids.append(fields[0])
+            test_ids.append(fields[1])
+    if labels and len(labels) != len(scores):
+        raise TrialsError(f"{path}: some lines have a label column and some do not")
+    return enroll_ids, test_ids, np.array(scores), (np.array(labels, dtype=np.int8) if labels else None)
+
+
+def labelled_scores(scores_path: str | os.PathLike,
+                    trials_path: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(scores, labels)`` of a score file, labels taken from its own column or from the trials file.
+
+    Every labelled trial must have exactly one score; score lines for pairs outside
+    the trials file are errors too, since they would mean the files do not belong together.
+    """
+    enroll_ids, test_ids, scores, labels = read_scores(scores_path)
+    if labels is not None:
+        return scores, labels
+    if trials_path is None:
+        raise TrialsError(f"{scores_path} has no label column and no trials file was given")
+    trial_enroll, trial_test, trial_labels = read_trials(trials_path)
+    if trial_labels is None:
+        raise TrialsError(f"trials file {trials_path} has no target/nontarget labels")
+    if (enroll_ids, test_ids) == (trial_enroll, trial_test):  # the usual case: same order
+        return scores, trial_labels
+    label_of = {(e, t): label for e, t, label in zip(trial_enroll, trial_test, trial_labels.tolist())}
+    if len(label_of) != len(trial_enroll):
+        raise TrialsError(f"trials file {trials_path} lists some trial twice")
+    labels = np.empty(len(scores), dtype=np.int8)
+    for n, pair in enumerate(zip(enroll_ids, test_ids)):
+        if pair not in label_of:
+            raise TrialsError(f"{scores_path} line {n + 1}: trial {pair[0]} {pair[1]} is not in {trials_path}")
+        labels[n] = label_of[pair]
+    if len(set(zip(enroll_ids, test_ids))) != len(label_of):
+        raise TrialsError(f"{scores_path} does not score every trial of {trials_path} exactly once")
+    return scores, labels

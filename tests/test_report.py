@@ -1,0 +1,152 @@
+"""Tests for spk.report and the ``spk report`` / ``spk compare`` commands: real files, no mocks."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from spk import report
+from spk.metrics import confusion_matrix, verification_metrics
+from spk.scoring import write_scores
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def is_png(path):
+    return path.is_file() and path.stat().st_size > 1000 and path.read_bytes()[:8] == PNG_MAGIC
+
+
+def make_experiment(exp_dir, seed=0, separation=2.0):
+    """An experiment dir with one scored trial list and one identification test, as stage 5 leaves it."""
+    rng = np.random.default_rng(seed)
+    labels = (rng.random(400) < 0.25).astype(int)
+    scores = rng.normal(size=400) + separation * labels
+    enroll = [f"e{i}" for i in range(400)]
+    test = [f"t{i}" for i in range(400)]
+    trials = exp_dir / "data" / "trials"
+    trials.parent.mkdir(parents=True)
+    trials.write_text("".join(f"{e} {t} {'target' if l else 'nontarget'}\n"
+                              for e, t, l in zip(enroll, test, labels)))
+    write_scores(exp_dir / "scores" / "test_cosine", enroll, test, scores)
+    report.write_results_json(exp_dir / "results" / "test_cosine.json", {
+        "kind": "verification", "trials": str(trials), "backend": "cosine",
+        "scores": str(exp_dir / "scores" / "test_cosine"), **verification_metrics(scores, labels)})
+
+    speakers = [f"spk{i}" for i in range(6)]
+    true_index = rng.integers(0, 6, 120)
+    pred_index = np.where(rng.random(120) < 0.8, true_index, rng.integers(0, 6, 120))
+    report.write_confusion_csv(exp_dir / "scores" / "ident_confusion.csv",
+                               confusion_matrix(true_index, pred_index, 6), speakers)
+    report.write_results_json(exp_dir / "results" / "ident.json", {
+        "kind": "identification", "num_speakers": 6, "num_test": 120,
+        "top1": 100 * float(np.mean(true_index == pred_index)), "top5": 99.5,
+        "confusion": str(exp_dir / "scores" / "ident_confusion.csv")})
+    return scores, labels
+
+
+def test_results_json_round_trip(tmp_path):
+    path = tmp_path / "exp" / "results" / "a.json"
+    report.write_results_json(path, {"kind": "verification", "eer": np.float64(2.5), "num_target": np.int64(3),
+                                     "bad": float("nan")})
+    text = path.read_text()
+    assert text == json.dumps({"bad": None, "eer": 2.5, "kind": "verification", "num_target": 3},
+                              sort_keys=True, indent=2) + "\n"
+    assert report.read_results(tmp_path / "exp") == [
+        {"bad": None, "eer": 2.5, "kind": "verification", "num_target": 3, "name": "a"}]
+
+
+def test_confusion_csv_round_trip(tmp_path):
+    matrix = np.array([[3, 1], [0, 4]])
+    report.write_confusion_csv(tmp_path / "c.csv", matrix, ["alice", "bob"])
+    got, names = report.read_confusion_csv(tmp_path / "c.csv")
+    np.testing.assert_array_equal(got, matrix)
+    assert names == ["alice", "bob"]
+
+
+def test_plots_are_written(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = (rng.random(300) < 0.3).astype(int)
+    systems = {"good": (rng.normal(size=300) + 3 * labels, labels),
+               "bad": (rng.normal(size=300) + 0.5 * labels, labels)}
+    report.plot_det(tmp_path / "det.png", systems)
+    report.plot_roc(tmp_path / "roc.png", systems)
+    report.plot_confusion(tmp_path / "confusion_small.png", np.eye(5) * 4 + 1, [f"s{i}" for i in range(5)])
+    report.plot_confusion(tmp_path / "confusion_large.png", rng.integers(0, 5, (100, 100)),
+                          [f"s{i}" for i in range(100)])
+    report.plot_training_curves(tmp_path / "curves.png", [
+        {"epoch": e, "train_loss": 3 / e, "valid_loss": 3.2 / e, "train_acc": 1 - 1 / (e + 1), "lr": 0.1 / e,
+         "valid_eer": 20 / e} for e in range(1, 6)])
+    for name in ("det", "roc", "confusion_small", "confusion_large", "curves"):
+        assert is_png(tmp_path / f"{name}.png"), name
+
+
+def test_experiment_report(tmp_path):
+    exp_dir = tmp_path / "exp" / "lstm_aam"
+    make_experiment(exp_dir)
+    (exp_dir / "config.yaml").write_text("encoder: lstm\nloss: aam\n")
+    (exp_dir / "train_log.jsonl").write_text('{"epoch": 1, "train_loss": 2.0}\n{"epoch": 2, "train_loss": 1.5}\n')
+    out = report.write_experiment_report(exp_dir)
+
+    text = out.read_text()
+    results = {r["name"]: r for r in report.read_results(exp_dir)}
+    verification = results["test_cosine"]
+    assert f"{verification['eer']:.2f}" in text
+    assert f"{verification['min_dcf_0.01']:.4f}" in text and f"{verification['roc_auc']:.4f}" in text
+    assert f"| {verification['num_target']} | {verification['num_nontarget']} |" in text
+    assert f"{results['ident']['top1']:.2f}" in text
+    assert "[csv](scores/ident_confusion.csv)" in text
+    assert "encoder: lstm" in text
+    for plot in ("det_test_cosine", "roc_test_cosine", "confusion_ident", "training_curves"):
+        assert is_png(exp_dir / "plots" / f"{plot}.png"), plot
+        assert f"(plots/{plot}.png)" in text
+
+
+def test_missing_score_file_only_skips_the_plot(tmp_path):
+    exp_dir = tmp_path / "exp"
+    report.write_results_json(exp_dir / "results" / "t.json", {
+        "kind": "verification", "eer": 5.0, "scores": str(tmp_path / "gone"), "trials": "nowhere"})
+    text = report.write_experiment_report(exp_dir).read_text()
+    assert "5.00" in text and not (exp_dir / "plots").exists()
+
+
+def test_comparison_of_two_experiments(tmp_path):
+    make_experiment(tmp_path / "exp" / "gru", seed=1, separation=1.0)
+    make_experiment(tmp_path / "exp" / "lstm", seed=2, separation=3.0)
+    (tmp_path / "exp" / "empty").mkdir()
+    experiments = report.find_experiments(tmp_path / "exp")
+    assert [e.name for e in experiments] == ["gru", "lstm"]
+
+    rows = report.write_comparison(tmp_path / "exp" / "RESULTS.md", tmp_path / "exp" / "RESULTS.csv", experiments)
+    assert [(r["experiment"], r["test"]) for r in rows] == [
+        ("gru", "ident"), ("gru", "test_cosine"), ("lstm", "ident"), ("lstm", "test_cosine")]
+    eers = {r["experiment"]: r["eer"] for r in rows if r["test"] == "test_cosine"}
+    assert eers["lstm"] < eers["gru"]
+    assert rows[0]["eer"] is None and rows[1]["top1"] is None  # not applicable: blank
+
+    markdown = (tmp_path / "exp" / "RESULTS.md").read_text()
+    assert f"| gru | test_cosine | {eers['gru']:.2f} |" in markdown
+    with open(tmp_path / "exp" / "RESULTS.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [row["experiment"] for row in table] == ["gru", "gru", "lstm", "lstm"]
+    assert float(table[3]["EER %"]) == pytest.approx(eers["lstm"]) and table[3]["top-1 %"] == ""
+
+
+def test_report_and_compare_commands(tmp_path):
+    from spk.cli import main
+
+    for name, seed in (("gru", 1), ("lstm", 2)):
+        make_experiment(tmp_path / "exp" / name, seed=seed)
+    runner = CliRunner()
+    result = runner.invoke(main, ["report", str(tmp_path / "exp" / "lstm"), "--compare-root", str(tmp_path / "exp")])
+    assert result.exit_code == 0, result.output
+    assert is_png(tmp_path / "exp" / "lstm" / "plots" / "det_test_cosine.png")
+    assert "| lstm | test_cosine |" in (tmp_path / "exp" / "RESULTS.md").read_text()
+    assert (tmp_path / "exp" / "RESULTS.csv").is_file()
+
+    result = runner.invoke(main, ["compare", str(tmp_path / "exp" / "gru"), str(tmp_path / "exp" / "lstm"),
+                                  "--csv-out", str(tmp_path / "cmp.csv")])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("| experiment | test | EER % |")
+    assert "| gru | ident |" in result.output and (tmp_path / "cmp.csv").is_file()
