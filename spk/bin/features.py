@@ -1,0 +1,31 @@
+"""``spk features``: fbank or MFCC features and CMVN statistics for data dirs (stage 1)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from spk.data import DataDirError, validate_data_dir
+from spk.features import FeatureConfig, FeatureConfigError
+from spk.make_features import FeatureExtractionError, make_features
+
+
+@click.command("features")
+@click.argument("data_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+              help="Feature config YAML (e.g. conf/fbank.yaml) [default: 80-dim fbank].")
+@click.option("--feat-dir", required=True, type=click.Path(file_okay=False),
+              help="Where the feature arks go (e.g. fbank/).")
+@click.option("--nj", default=1, show_default=True, type=click.IntRange(min=1), help="Parallel jobs.")
+@click.option("--force", is_flag=True, help="Recompute even when the features are up to date.")
+def features(data_dirs, config_path, feat_dir, nj, force):
+    """Compute features for each of DATA_DIRS into FEAT_DIR and write feats.scp, cmvn.scp,
+    utt2num_frames and utt2dur into the data dir.  Up-to-date features are skipped."""
+    try:
+        config = FeatureConfig.from_yaml(config_path) if config_path else FeatureConfig()
+        for data_dir in data_dirs:
+            validate_data_dir(data_dir)
+            make_features(Path(data_dir), config, Path(feat_dir), nj=nj, force=force)
+    except (DataDirError, FeatureConfigError, FeatureExtractionError) as error:
+        raise click.ClickException(str(error)) from None

@@ -1,0 +1,228 @@
+"""Acoustic features: log-mel fbank or MFCC, deltas, energy VAD and CMVN, with kaldi-native-fbank.
+
+Features are computed Kaldi's way (25 ms Povey windows every 10 ms, pre-emphasis,
+waveform scaled to the 16-bit integer range) and written raw, without
+normalisation, to ``feats.ark/scp``; per-utterance CMVN statistics go to
+``cmvn.ark/scp`` in Kaldi's 2 x (D+1) layout.  Normalisation is applied when
+features are read (:func:`normalise`), per utterance or with global statistics,
+as Kaldi's ``apply-cmvn`` does, so one feature dump serves every CMVN choice.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import kaldi_native_fbank as knf
+import numpy as np
+import yaml
+
+logger = logging.getLogger(__name__)
+
+FEATURE_KINDS = ("fbank", "mfcc")
+CMVN_MODES = ("none", "utterance", "global")
+
+
+class FeatureConfigError(ValueError):
+    """A feature configuration names an unknown option or an invalid value."""
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """How to turn a waveform into a feature matrix, and how to normalise it.
+
+    ``kind`` is ``fbank`` (log-mel filterbank, ``num_mel_bins`` outputs) or
+    ``mfcc`` (``num_ceps`` cepstra from ``num_mel_bins`` mel bins).
+    ``delta_order`` 1 adds deltas, 2 deltas and delta-deltas.  ``vad`` drops
+    non-speech frames by Kaldi's energy VAD.  ``cmvn`` is ``utterance``
+    (statistics of the utterance itself), ``global`` (of the training set) or
+    ``none``; ``norm_vars`` also divides by the standard deviation.
+    """
+
+    kind: str = "fbank"
+    sample_rate: int = 16000
+    frame_length_ms: float = 25.0
+    frame_shift_ms: float = 10.0
+    num_mel_bins: int = 80
+    num_ceps: int = 40
+    low_freq: float = 20.0
+    high_freq: float = 0.0  # <= 0: offset from the Nyquist frequency, as in Kaldi
+    dither: float = 0.0
+    delta_order: int = 0
+    delta_window: int = 2
+    vad: bool = False
+    vad_energy_threshold: float = 5.5
+    vad_energy_mean_scale: float = 0.5
+    vad_frames_context: int = 2
+    vad_proportion_threshold: float = 0.6
+    cmvn: str = "utterance"
+    norm_vars: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in FEATURE_KINDS:
+            raise FeatureConfigError(f"kind: {self.kind!r} is not one of {', '.join(FEATURE_KINDS)}")
+        if self.cmvn not in CMVN_MODES:
+            raise FeatureConfigError(f"cmvn: {self.cmvn!r} is not one of {', '.join(CMVN_MODES)}")
+        if self.delta_order not in (0, 1, 2):
+            raise FeatureConfigError(f"delta_order: {self.delta_order} must be 0, 1 or 2")
+        if self.kind == "mfcc" and self.num_ceps > self.num_mel_bins:
+            raise FeatureConfigError(
+                f"num_ceps ({self.num_ceps}) cannot exceed num_mel_bins ({self.num_mel_bins})")
+
+    @property
+    def base_dim(self) -> int:
+        """Dimension of the static features, before deltas."""
+        return self.num_mel_bins if self.kind == "fbank" else self.num_ceps
+
+    @property
+    def dim(self) -> int:
+        """Dimension of the features as stored (with deltas)."""
+        return self.base_dim * (self.delta_order + 1)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "feature config") -> "FeatureConfig":
+        """Build from a mapping; unknown keys are an error that names them and ``source``."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise FeatureConfigError(
+                f"{source}: unknown option(s) {', '.join(unknown)}; known options: {', '.join(sorted(known))}")
+        try:
+            return cls(**values)
+        except FeatureConfigError as err:
+            raise FeatureConfigError(f"{source}: {err}") from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "FeatureConfig":
+        """Read a YAML feature config such as ``conf/fbank.yaml``."""
+        with open(path) as handle:
+            values = yaml.safe_load(handle) or {}
+        if not isinstance(values, dict):
+            raise FeatureConfigError(f"{path}: expected a mapping of option: value")
+        return cls.from_dict(values, source=str(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain mapping, as saved into an experiment's config."""
+        return asdict(self)
+
+
+def _frame_options(config: FeatureConfig) -> knf.FrameExtractionOptions:
+    frame = knf.FrameExtractionOptions()
+    frame.samp_freq = float(config.sample_rate)
+    frame.frame_length_ms = config.frame_length_ms
+    frame.frame_shift_ms = config.frame_shift_ms
+    frame.dither = config.dither
+    return frame
+
+
+def _extractor(config: FeatureConfig):
+    if config.kind == "fbank":
+        options = knf.FbankOptions()
+    else:
+        options = knf.MfccOptions()
+        options.num_ceps = config.num_ceps
+    options.frame_opts = _frame_options(config)
+    options.mel_opts.num_bins = config.num_mel_bins
+    options.mel_opts.low_freq = config.low_freq
+    options.mel_opts.high_freq = config.high_freq
+    return knf.OnlineFbank(options) if config.kind == "fbank" else knf.OnlineMfcc(options)
+
+
+def compute_static(waveform: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """Fbank or MFCC frames of a float waveform in [-1, 1] at ``config.sample_rate``: (T, base_dim)."""
+    extractor = _extractor(config)
+    # Kaldi works on samples in the 16-bit integer range.
+    extractor.accept_waveform(float(config.sample_rate), np.asarray(waveform, dtype=np.float32) * 32768.0)
+    extractor.input_finished()
+    num_frames = extractor.num_frames_ready
+    if num_frames == 0:
+        return np.zeros((0, config.base_dim), dtype=np.float32)
+    return np.array([extractor.get_frame(i) for i in range(num_frames)], dtype=np.float32)
+
+
+def frame_log_energy(waveform: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """Log energy of each frame (Kaldi's raw energy, before windowing, snip-edges framing)."""
+    samples = np.asarray(waveform, dtype=np.float64) * 32768.0
+    length = int(config.sample_rate * config.frame_length_ms / 1000)
+    shift = int(config.sample_rate * config.frame_shift_ms / 1000)
+    if len(samples) < length:
+        return np.zeros(0, dtype=np.float32)
+    num_frames = 1 + (len(samples) - length) // shift
+    starts = np.arange(num_frames) * shift
+    frames = samples[starts[:, None] + np.arange(length)[None, :]]
+    frames = frames - frames.mean(axis=1, keepdims=True)  # remove_dc_offset, as Kaldi
+    energy = np.sum(frames**2, axis=1)
+    return np.log(np.maximum(energy, np.finfo(np.float32).eps)).astype(np.float32)
+
+
+def energy_vad(log_energy: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """Kaldi's ``compute-vad``: a frame is speech when enough frames around it are loud enough.
+
+    The threshold is ``vad_energy_threshold + vad_energy_mean_scale * mean(log_energy)``;
+    a frame is voiced when at least ``vad_proportion_threshold`` of the frames within
+    ``vad_frames_context`` of it exceed the threshold.
+    """
+    if len(log_energy) == 0:
+        return np.zeros(0, dtype=bool)
+    threshold = config.vad_energy_threshold + config.vad_energy_mean_scale * float(np.mean(log_energy))
+    loud = (log_energy > threshold).astype(np.float64)
+    context = config.vad_frames_context
+    window = np.ones(2 * context + 1)
+    loud_count = np.convolve(loud, window, mode="same")
+    frame_count = np.convolve(np.ones_like(loud), window, mode="same")
+    return loud_count >= config.vad_proportion_threshold * frame_count
+
+
+def compute_features(waveform: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """The stored features of one utterance: static features, then deltas, then VAD (T', dim)."""
+    feats = compute_static(waveform, config)
+    if len(feats) == 0:
+        return np.zeros((0, config.dim), dtype=np.float32)
+    if config.delta_order > 0:
+        options = knf.DeltaOptions()
+        options.order = config.delta_order
+        options.window = config.delta_window
+        feats = knf.compute_deltas(options, feats)
+    if config.vad:
+        voiced = energy_vad(frame_log_energy(waveform, config)[: len(feats)], config)
+        feats = feats[voiced]
+    return np.ascontiguousarray(feats, dtype=np.float32)
+
+
+def cmvn_stats(feats: np.ndarray) -> np.ndarray:
+    """Kaldi CMVN statistics of a feature matrix: 2 x (D+1), sums, sums of squares, frame count."""
+    return knf.compute_cmvn_stats(np.ascontiguousarray(feats, dtype=np.float32))
+
+
+def normalise(feats: np.ndarray, config: FeatureConfig, *, utterance_stats: np.ndarray | None = None,
+              global_stats: np.ndarray | None = None) -> np.ndarray:
+    """Apply the CMVN of ``config`` to ``feats`` (Kaldi's ``apply-cmvn``).
+
+    ``utterance`` mode uses ``utterance_stats`` (computed from ``feats`` if not
+    given); ``global`` mode needs ``global_stats`` (the sum of the training set's
+    per-utterance statistics, see :func:`accumulate_stats`).
+    """
+    if config.cmvn == "none" or len(feats) == 0:
+        return feats
+    if config.cmvn == "utterance":
+        stats = utterance_stats if utterance_stats is not None else cmvn_stats(feats)
+    else:
+        if global_stats is None:
+            raise ValueError("global CMVN needs the training set's statistics (global_stats)")
+        stats = global_stats
+    options = knf.CmvnOptions()
+    options.norm_vars = config.norm_vars
+    return knf.apply_cmvn(np.asarray(stats, dtype=np.float64), options,
+                          np.ascontiguousarray(feats, dtype=np.float32))
+
+
+def accumulate_stats(stats_iter) -> np.ndarray:
+    """Sum per-utterance CMVN statistics into global statistics."""
+    total = None
+    for stats in stats_iter:
+        total = np.array(stats, dtype=np.float64) if total is None else total + stats
+    if total is None:
+        raise ValueError("no statistics to accumulate: the set is empty")
+    return total

@@ -1,0 +1,154 @@
+"""Features for a whole data dir: ``feats.scp``, ``cmvn.scp``, ``utt2num_frames``, ``utt2dur``.
+
+The data dir is split into ``nj`` parts, each part is computed by its own process
+into ``<feat_dir>/raw_<kind>_<set>.<job>.{ark,scp}``, and the parts are merged
+into the data dir only when enough utterances succeeded, so a failed run never
+replaces good feature lists with partial ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import time
+from pathlib import Path
+
+import kaldiio
+import numpy as np
+from tqdm import tqdm
+
+from spk.audio import AudioError, AudioReader
+from spk.data import io as dio
+from spk.features import FeatureConfig, cmvn_stats, compute_features
+
+logger = logging.getLogger(__name__)
+
+
+class FeatureExtractionError(RuntimeError):
+    """Too many utterances of a data dir failed feature extraction."""
+
+
+def features_up_to_date(data_dir: Path, config: FeatureConfig) -> bool:
+    """True when feats.scp covers every utterance and was made with ``config`` after the inputs changed."""
+    data_dir = Path(data_dir)
+    feats, marker = data_dir / "feats.scp", data_dir / "feats.conf"
+    if not (feats.exists() and marker.exists()) or marker.read_text() != _config_text(config):
+        return False
+    newest_input = max((data_dir / name).stat().st_mtime for name in ("wav.scp", "utt2spk", "segments")
+                       if (data_dir / name).exists())
+    if feats.stat().st_mtime < newest_input:
+        return False
+    return set(dio.read_kv(feats)) >= set(dio.read_kv(data_dir / "utt2spk"))
+
+
+def make_features(data_dir: Path, config: FeatureConfig, feat_dir: Path, *, nj: int = 1,
+                  force: bool = False, min_fraction: float = 0.95) -> dict[str, int]:
+    """Compute features for every utterance of ``data_dir``; returns counts of done and failed.
+
+    Skips the work when :func:`features_up_to_date` (unless ``force``).  Raises
+    :class:`FeatureExtractionError` when fewer than ``min_fraction`` of the
+    utterances could be read.
+    """
+    data_dir, feat_dir = Path(data_dir), Path(feat_dir).absolute()
+    if not force and features_up_to_date(data_dir, config):
+        logger.info("%s: features are up to date; skipping (use --force to recompute)", data_dir)
+        return {"done": len(dio.read_kv(data_dir / "feats.scp")), "failed": 0, "skipped": 1}
+    wav_scp = dio.read_kv(data_dir / "wav.scp")
+    segments = dio.read_segments(data_dir / "segments") if (data_dir / "segments").exists() else None
+    utts = sorted(dio.read_kv(data_dir / "utt2spk"))
+    if not utts:
+        raise FeatureExtractionError(f"{data_dir}/utt2spk lists no utterances")
+    nj = max(1, min(nj, len(utts)))
+    feat_dir.mkdir(parents=True, exist_ok=True)
+    # A new run writes new archives: the ones the current feats.scp points to stay
+    # intact until the new lists replace it, so a failed run loses nothing.
+    name = f"raw_{config.kind}_{data_dir.name}"
+    run_id = time.strftime("%Y%m%d%H%M%S") + f"-{os.getpid()}-{time.time_ns() % 10**6:06d}"
+    parts = [utts[j::nj] for j in range(nj)]
+    jobs = [(part, wav_scp, segments, config, str(feat_dir / f"{name}.{run_id}.{j + 1}"), j == 0)
+            for j, part in enumerate(parts)]
+    logger.info("%s: computing %s features for %d utterances with %d job(s)", data_dir, config.kind, len(utts), nj)
+    if nj == 1:
+        results = [_extract_part(jobs[0])]
+    else:
+        with multiprocessing.get_context("fork").Pool(nj) as pool:
+            results = pool.map(_extract_part, jobs)
+    failed = [f for _, part_failed in results for f in part_failed]
+    done = len(utts) - len(failed)
+    for utt, message in failed[:10]:
+        logger.warning("no features for %s: %s", utt, message)
+    if done < min_fraction * len(utts):
+        raise FeatureExtractionError(
+            f"{data_dir}: features for only {done} of {len(utts)} utterances "
+            f"(fewer than {min_fraction:.0%}); first failure: {failed[0][1]}. "
+            "Fix the audio or drop the utterances (spk data subset) and run again")
+    _merge_parts(data_dir, [p for p, _ in results], config)
+    _remove_old_archives(feat_dir, name, keep=[p for p, _ in results])
+    logger.info("%s: features for %d utterances (%d failed) in %s", data_dir, done, len(failed), feat_dir)
+    return {"done": done, "failed": len(failed), "skipped": 0}
+
+
+def _extract_part(job) -> tuple[str, list[tuple[str, str]]]:
+    utts, wav_scp, segments, config, prefix, show_progress = job
+    reader = AudioReader(wav_scp, segments, target_rate=config.sample_rate)
+    failed = []
+    torch_threads_guard()
+    with kaldiio.WriteHelper(f"ark,scp:{prefix}.ark,{prefix}.scp") as feats_out, \
+            kaldiio.WriteHelper(f"ark,scp:{prefix}.cmvn.ark,{prefix}.cmvn.scp") as cmvn_out, \
+            open(f"{prefix}.frames", "w") as frames_out:
+        for utt in tqdm(utts, desc="features", unit="utt", disable=not show_progress):
+            try:
+                waveform = reader.read(utt)
+            except AudioError as err:
+                failed.append((utt, str(err)))
+                continue
+            feats = compute_features(waveform, config)
+            if len(feats) == 0:
+                failed.append((utt, f"utterance {utt!r} is too short for one frame (or all silence under VAD)"))
+                continue
+            feats_out(utt, feats)
+            cmvn_out(utt, cmvn_stats(feats))
+            frames_out.write(f"{utt} {len(feats)} {len(waveform) / config.sample_rate:.3f}\n")
+    return prefix, failed
+
+
+def torch_threads_guard() -> None:
+    """Keep BLAS in worker processes single-threaded: the parallelism is across jobs."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def _merge_parts(data_dir: Path, prefixes: list[str], config: FeatureConfig) -> None:
+    feats, cmvn, frames, durations = {}, {}, {}, {}
+    for prefix in prefixes:
+        feats.update(dio.read_kv(Path(prefix + ".scp")))
+        cmvn.update(dio.read_kv(Path(prefix + ".cmvn.scp")))
+        for line in open(prefix + ".frames"):
+            utt, num_frames, seconds = line.split()
+            frames[utt], durations[utt] = num_frames, seconds
+    dio.write_kv(data_dir / "feats.scp", feats)
+    dio.write_kv(data_dir / "cmvn.scp", cmvn)
+    dio.write_kv(data_dir / "utt2num_frames", frames)
+    dio.write_kv(data_dir / "utt2dur", durations)
+    (data_dir / "feats.conf").write_text(_config_text(config))
+
+
+def _remove_old_archives(feat_dir: Path, name: str, keep: list[str]) -> None:
+    """Delete archives of earlier runs for this set, now that no list points to them."""
+    kept = {Path(p).name for p in keep}
+    for path in feat_dir.glob(f"{name}.*"):
+        if not any(path.name.startswith(k + ".") for k in kept):
+            path.unlink()
+
+
+def _config_text(config: FeatureConfig) -> str:
+    return "".join(f"{k}: {v}\n" for k, v in sorted(config.to_dict().items()))
+
+
+def global_cmvn_stats(data_dir: Path) -> np.ndarray:
+    """Sum of the per-utterance CMVN statistics of a data dir (for global CMVN)."""
+    cmvn = kaldiio.load_scp(str(Path(data_dir) / "cmvn.scp"))
+    total = None
+    for key in cmvn:
+        total = cmvn[key].astype(np.float64) if total is None else total + cmvn[key]
+    return total
