@@ -1,0 +1,439 @@
+"""The ``mini`` corpus: multi-speaker English speech synthesised offline with eSpeak NG.
+
+Every synthetic speaker is its own eSpeak voice variant (vocal-tract length as
+formant scaling, pitch base and range, speaking rate, breathiness, roughness,
+accent), every utterance says a different sentence, and every recording session
+has its own channel: a random EQ, reverberation and additive noise at a random
+SNR.  Speakers therefore differ the way real ones do, and the same speaker
+sounds different from session to session.
+
+Corpus layout (written by :func:`generate_corpus`)::
+
+    <corpus>/
+      README.txt
+      speakers.tsv     speaker gender accent role pitch_low pitch_high vtl_factor words_per_minute
+      sessions.tsv     speaker session noise snr_db rt60 drr_db gain_db
+      text.tsv         utterance sentence
+      wav/<speaker>/<session>/<speaker>-<session>-<nn>.wav    16 kHz, 16-bit mono
+
+``role`` is ``train`` (training speakers; their last session is held out for
+closed-set identification) or ``test`` (disjoint speakers for verification
+trials).  :func:`prepare_data_dirs` turns the corpus into Kaldi data dirs.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import multiprocessing
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from local.espeak import EspeakSynth, make_data_mirror, variant_dir
+from local.mini_text import SentenceGenerator
+from spk import simulate
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+ACCENTS = ("en", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-gbclan",
+           "en-gb-x-gbcwmd", "en-us-nyc")
+
+
+@dataclass(frozen=True)
+class MiniConfig:
+    """Size and seed of the corpus; the defaults are what the ``mini`` recipe uses."""
+
+    num_train_speakers: int = 128
+    num_test_speakers: int = 24
+    train_sessions: int = 3  # sessions of a training speaker used for training
+    train_utts_per_session: int = 6
+    ident_utts: int = 4  # utterances of one more session, held out for identification
+    test_sessions: int = 4
+    test_utts_per_session: int = 3
+    snr_db: tuple[float, float] = (5.0, 25.0)
+    rt60_s: tuple[float, float] = (0.15, 0.6)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Voice:
+    """One synthetic speaker: an eSpeak voice variant plus speaking habits."""
+
+    speaker: str
+    gender: str
+    accent: str
+    role: str
+    pitch_low: int
+    pitch_high: int
+    vtl_factor: float
+    formant_freq: tuple[int, ...]
+    formant_height: tuple[int, ...]
+    formant_width: tuple[int, ...]
+    breath: tuple[int, ...]
+    roughness: int
+    flutter: int
+    voicing: int
+    consonants: int
+    words_per_minute: int
+
+    def variant_text(self) -> str:
+        """The eSpeak NG voice-variant file for this speaker."""
+        lines = ["language variant", f"name {self.speaker}", f"gender {self.gender}",
+                 f"pitch {self.pitch_low} {self.pitch_high}", f"flutter {self.flutter}",
+                 f"roughness {self.roughness}", f"voicing {self.voicing}",
+                 f"consonants {self.consonants}", "breath " + " ".join(map(str, self.breath))]
+        for index, (freq, height, width) in enumerate(
+                zip(self.formant_freq, self.formant_height, self.formant_width)):
+            lines.append(f"formant {index} {freq} {height} {width}")
+        return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class Session:
+    """One recording session of a speaker: its channel and acoustic environment."""
+
+    speaker: str
+    session: str
+    noise: str
+    snr_db: float
+    rt60: float  # 0 = dry
+    drr_db: float
+    gain_db: float
+    seed: int
+
+
+@dataclass
+class SpeakerJob:
+    """Everything one worker needs to synthesise all utterances of one speaker."""
+
+    voice: Voice
+    sessions: list[Session]
+    utterances: list[tuple[str, str, str]] = field(default_factory=list)  # (utt, session, text)
+
+
+def _sample_voice(speaker: str, role: str, rng: np.random.Generator) -> Voice:
+    gender = "male" if rng.random() < 0.5 else "female"
+    if gender == "male":
+        pitch_low = int(rng.uniform(70, 125))
+        pitch_high = pitch_low + int(rng.uniform(25, 75))
+        vtl = rng.uniform(0.86, 1.02)
+    else:
+        pitch_low = int(rng.uniform(140, 215))
+        pitch_high = pitch_low + int(rng.uniform(45, 110))
+        vtl = rng.uniform(1.02, 1.20)
+    freq = [100] + [int(round(100 * vtl * rng.uniform(0.95, 1.05))) for _ in range(8)]
+    height = [100] + [int(rng.uniform(70, 130)) for _ in range(8)]
+    width = [100] + [int(rng.uniform(80, 150)) for _ in range(8)]
+    breath = [0] + [int(rng.integers(0, 4)) for _ in range(7)] if rng.random() < 0.4 else [0] * 8
+    return Voice(
+        speaker=speaker, gender=gender, accent=ACCENTS[rng.integers(len(ACCENTS))], role=role,
+        pitch_low=pitch_low, pitch_high=pitch_high, vtl_factor=round(float(vtl), 4),
+        formant_freq=tuple(freq), formant_height=tuple(height), formant_width=tuple(width),
+        breath=tuple(breath), roughness=int(rng.integers(0, 5)), flutter=int(rng.integers(0, 40)),
+        voicing=int(rng.uniform(80, 120)), consonants=int(rng.uniform(70, 130)),
+        words_per_minute=int(rng.uniform(140, 200)),
+    )
+
+
+def _sample_session(speaker: str, session: str, config: MiniConfig, rng: np.random.Generator) -> Session:
+    reverberant = rng.random() < 0.8
+    return Session(
+        speaker=speaker, session=session,
+        noise=simulate.NOISE_TYPES[rng.integers(len(simulate.NOISE_TYPES))],
+        snr_db=round(float(rng.uniform(*config.snr_db)), 2),
+        rt60=round(float(rng.uniform(*config.rt60_s)), 3) if reverberant else 0.0,
+        drr_db=round(float(rng.uniform(0.0, 10.0)), 2),
+        gain_db=round(float(rng.uniform(-9.0, 0.0)), 2),
+        seed=int(rng.integers(2**31)),
+    )
+
+
+def plan_corpus(config: MiniConfig) -> list[SpeakerJob]:
+    """Decide every speaker, session and sentence, deterministically from ``config.seed``."""
+    rng = np.random.default_rng(config.seed)
+    sentences = SentenceGenerator(np.random.default_rng(config.seed + 1))
+    jobs = []
+    roles = ["train"] * config.num_train_speakers + ["test"] * config.num_test_speakers
+    for number, role in enumerate(roles, start=1):
+        speaker = f"spk{number:03d}"
+        voice = _sample_voice(speaker, role, rng)
+        if role == "train":
+            per_session = [config.train_utts_per_session] * config.train_sessions + [config.ident_utts]
+        else:
+            per_session = [config.test_utts_per_session] * config.test_sessions
+        sessions = [_sample_session(speaker, f"s{i + 1}", config, rng) for i in range(len(per_session))]
+        job = SpeakerJob(voice=voice, sessions=sessions)
+        for session, count in zip(sessions, per_session):
+            for index in range(1, count + 1):
+                utt = f"{speaker}-{session.session}-{index:02d}"
+                job.utterances.append((utt, session.session, sentences.next()))
+        jobs.append(job)
+    return jobs
+
+
+_worker_synth: EspeakSynth | None = None
+_worker_mirror: Path | None = None
+
+
+def _init_worker(mirror: Path) -> None:
+    global _worker_synth, _worker_mirror
+    _worker_synth = EspeakSynth(mirror)
+    _worker_mirror = mirror
+
+
+def _render_speaker(job: SpeakerJob, out_dir: Path) -> float:
+    """Synthesise and write all utterances of one speaker; returns seconds of audio written."""
+    assert _worker_synth is not None and _worker_mirror is not None
+    voice = job.voice
+    (variant_dir(_worker_mirror) / voice.speaker).write_text(voice.variant_text())
+    _worker_synth.set_voice(f"{voice.accent}+{voice.speaker}")
+    sessions = {s.session: s for s in job.sessions}
+    channels = {}
+    for session in job.sessions:
+        rng = np.random.default_rng(session.seed)
+        eq = simulate.random_eq(SAMPLE_RATE, rng)
+        rir = (simulate.exponential_rir(SAMPLE_RATE, session.rt60, rng, direct_to_reverberant_db=session.drr_db)
+               if session.rt60 > 0 else None)
+        channels[session.session] = (eq, rir)
+    seconds = 0.0
+    for utt_index, (utt, session_name, text) in enumerate(job.utterances):
+        session = sessions[session_name]
+        rng = np.random.default_rng([session.seed, utt_index])
+        raw = _worker_synth.synthesize(
+            text,
+            words_per_minute=int(voice.words_per_minute * rng.uniform(0.92, 1.08)),
+            pitch=int(rng.uniform(44, 56)), pitch_range=int(rng.uniform(40, 60)),
+        )
+        speech = soxr.resample(raw, _worker_synth.sample_rate, SAMPLE_RATE, quality="HQ")
+        speech = _pad_silence(speech, rng)
+        eq, rir = channels[session_name]
+        if rir is not None:
+            speech = simulate.reverberate(speech, rir)
+        speech = simulate.apply_eq(speech, eq)
+        noise = simulate.coloured_noise(session.noise, len(speech), SAMPLE_RATE, rng)
+        snr = session.snr_db + rng.uniform(-2.0, 2.0)
+        speech = simulate.mix_at_snr(speech, noise, snr)
+        peak = np.max(np.abs(speech)) + 1e-9
+        speech = speech / peak * 0.7 * 10 ** (session.gain_db / 20.0)
+        path = out_dir / "wav" / voice.speaker / session_name / f"{utt}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, speech, SAMPLE_RATE, subtype="PCM_16")
+        seconds += len(speech) / SAMPLE_RATE
+    return seconds
+
+
+def _pad_silence(speech: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Leading and trailing pauses of 0.1-0.4 s, as in read speech."""
+    lead = np.zeros(int(rng.uniform(0.1, 0.4) * SAMPLE_RATE), dtype=np.float32)
+    trail = np.zeros(int(rng.uniform(0.1, 0.4) * SAMPLE_RATE), dtype=np.float32)
+    return np.concatenate([lead, speech.astype(np.float32), trail])
+
+
+def generate_corpus(out_dir: Path, config: MiniConfig = MiniConfig(), *, nj: int = 2) -> Path:
+    """Synthesise the corpus into ``out_dir`` (skipped if a complete corpus with this config is there).
+
+    The corpus is written to a temporary folder beside ``out_dir`` and moved into
+    place only when complete, so an interrupted run never leaves half a corpus.
+    """
+    out_dir = Path(out_dir)
+    marker = out_dir / "config.tsv"
+    if marker.exists() and marker.read_text() == _config_text(config):
+        logger.info("mini corpus already complete in %s; skipping generation", out_dir)
+        return out_dir
+    if out_dir.exists():
+        raise FileExistsError(
+            f"{out_dir} exists but is not a complete mini corpus with this configuration; "
+            "remove it (or choose another --corpus-dir) and run again")
+    jobs = plan_corpus(config)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".mini-", dir=out_dir.parent))
+    start = time.time()
+    try:
+        mirror = make_data_mirror(staging / ".espeak-data")
+        total = _render_all(jobs, staging, mirror, nj)
+        shutil.rmtree(mirror)
+        _write_metadata(staging, jobs)
+        (staging / "config.tsv").write_text(_config_text(config))
+        staging.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    logger.info("synthesised %.1f min of speech for %d speakers in %.1f s (%.0fx real time)",
+                total / 60, len(jobs), time.time() - start, total / (time.time() - start))
+    return out_dir
+
+
+def _render_all(jobs: list[SpeakerJob], staging: Path, mirror: Path, nj: int) -> float:
+    from tqdm import tqdm
+
+    context = multiprocessing.get_context("fork")
+    with context.Pool(max(1, nj), initializer=_init_worker, initargs=(mirror,)) as pool:
+        results = pool.imap_unordered(_render_job, [(job, staging) for job in jobs])
+        return sum(tqdm(results, total=len(jobs), desc="synthesising speakers", unit="spk"))
+
+
+def _render_job(args: tuple[SpeakerJob, Path]) -> float:
+    return _render_speaker(*args)
+
+
+def _write_metadata(out_dir: Path, jobs: list[SpeakerJob]) -> None:
+    with open(out_dir / "speakers.tsv", "w", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+        writer.writerow(["speaker", "gender", "accent", "role", "pitch_low", "pitch_high",
+                         "vtl_factor", "words_per_minute"])
+        for job in jobs:
+            v = job.voice
+            writer.writerow([v.speaker, v.gender, v.accent, v.role, v.pitch_low, v.pitch_high,
+                             v.vtl_factor, v.words_per_minute])
+    with open(out_dir / "sessions.tsv", "w", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+        writer.writerow(["speaker", "session", "noise", "snr_db", "rt60", "drr_db", "gain_db"])
+        for job in jobs:
+            for s in job.sessions:
+                writer.writerow([s.speaker, s.session, s.noise, s.snr_db, s.rt60, s.drr_db, s.gain_db])
+    with open(out_dir / "text.tsv", "w", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+        writer.writerow(["utterance", "sentence"])
+        for job in jobs:
+            for utt, _, text in job.utterances:
+                writer.writerow([utt, text])
+    (out_dir / "README.txt").write_text(__doc__ or "")
+
+
+def _config_text(config: MiniConfig) -> str:
+    return "".join(f"{key}\t{value}\n" for key, value in asdict(config).items())
+
+
+def read_corpus(corpus_dir: Path) -> list[dict[str, str]]:
+    """Every utterance of a generated corpus: ``utt``, ``speaker``, ``session``, ``role``, ``path``.
+
+    Raises FileNotFoundError naming the file when the corpus is incomplete.
+    """
+    corpus_dir = Path(corpus_dir).absolute()
+    speakers_file = corpus_dir / "speakers.tsv"
+    if not speakers_file.exists():
+        raise FileNotFoundError(f"{speakers_file} is missing: generate the corpus first (stage 0)")
+    with open(speakers_file, newline="") as handle:
+        roles = {row["speaker"]: row["role"] for row in csv.DictReader(handle, delimiter="\t")}
+    utterances = []
+    with open(corpus_dir / "text.tsv", newline="") as handle:
+        for row in csv.DictReader(handle, delimiter="\t"):
+            utt = row["utterance"]
+            speaker, session, _ = utt.split("-")
+            path = corpus_dir / "wav" / speaker / session / f"{utt}.wav"
+            if not path.exists():
+                raise FileNotFoundError(f"{path} is listed in text.tsv but missing; regenerate the corpus")
+            utterances.append({"utt": utt, "speaker": speaker, "session": session,
+                               "role": roles[speaker], "path": str(path), "text": row["sentence"]})
+    return utterances
+
+
+def split_corpus(utterances: list[dict[str, str]]) -> dict[str, list[dict[str, str]]]:
+    """Three sets: ``train`` (training speakers' training sessions), ``ident_test`` (their last,
+    held-out session, for closed-set identification) and ``test`` (disjoint speakers, for trials)."""
+    last_session = {}
+    for u in utterances:
+        if u["role"] == "train":
+            last_session[u["speaker"]] = max(last_session.get(u["speaker"], ""), u["session"])
+    sets: dict[str, list[dict[str, str]]] = {"train": [], "ident_test": [], "test": []}
+    for u in utterances:
+        if u["role"] == "test":
+            sets["test"].append(u)
+        elif u["session"] == last_session[u["speaker"]]:
+            sets["ident_test"].append(u)
+        else:
+            sets["train"].append(u)
+    return sets
+
+
+def make_trials(utterances: list[dict[str, str]], seed: int = 0) -> list[tuple[str, str, bool]]:
+    """A balanced trial list: every same-speaker pair from different sessions, and as many
+    different-speaker pairs drawn at random (without repeats), enrollment side first."""
+    targets, nontarget_pool = [], []
+    for i, a in enumerate(utterances):
+        for b in utterances[i + 1:]:
+            if a["speaker"] == b["speaker"]:
+                if a["session"] != b["session"]:
+                    targets.append((a["utt"], b["utt"], True))
+            else:
+                nontarget_pool.append((a["utt"], b["utt"], False))
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(nontarget_pool), size=min(len(targets), len(nontarget_pool)), replace=False)
+    return targets + [nontarget_pool[i] for i in sorted(chosen)]
+
+
+def write_data_dir(data_dir: Path, utterances: list[dict[str, str]]) -> None:
+    """Write wav.scp, utt2spk, spk2utt and text for ``utterances`` (one recording per utterance)."""
+    from spk.data import atomic_write_text, c_sorted, utt2spk_to_spk2utt, write_spk2utt, write_utt2spk, write_wav_scp
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    write_wav_scp(data_dir / "wav.scp", {u["utt"]: u["path"] for u in utterances})
+    utt2spk = {u["utt"]: u["speaker"] for u in utterances}
+    write_utt2spk(data_dir / "utt2spk", utt2spk)
+    write_spk2utt(data_dir / "spk2utt", utt2spk_to_spk2utt(utt2spk))
+    text = {u["utt"]: u["text"] for u in utterances}
+    atomic_write_text(data_dir / "text", "".join(f"{k} {text[k]}\n" for k in c_sorted(text)))
+
+
+def prepare_data_dirs(corpus_dir: Path, data_dir: Path, *, seed: int = 0) -> dict[str, int]:
+    """Kaldi data dirs ``train``, ``ident_test`` and ``test`` (with ``trials``) under ``data_dir``.
+
+    Returns the number of utterances per set.  The trial list is balanced, and its
+    enrollment and test sides always come from different sessions.
+    """
+    from spk.data import Trial, validate_data_dir, validate_trials, write_trials
+
+    sets = split_corpus(read_corpus(corpus_dir))
+    counts = {}
+    for name, utterances in sets.items():
+        write_data_dir(Path(data_dir) / name, utterances)
+        counts[name] = len(utterances)
+    test_dir = Path(data_dir) / "test"
+    trials = make_trials(sets["test"], seed=seed)
+    write_trials(test_dir / "trials", [Trial(e, t, target) for e, t, target in trials])
+    for name in sets:
+        validate_data_dir(Path(data_dir) / name)
+    utts = {u["utt"] for u in sets["test"]}
+    validate_trials(test_dir / "trials", utts, utts)
+    logger.info("mini data dirs in %s: %s; %d trials (%d target)", data_dir,
+                ", ".join(f"{k} {v} utts" for k, v in counts.items()), len(trials),
+                sum(t[2] for t in trials))
+    return counts
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m local.mini``: generate the corpus (if needed) and write the data dirs."""
+    import click
+
+    from spk.log import setup_logging
+
+    @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+    @click.option("--corpus-dir", type=click.Path(), required=True, help="Where the corpus is (or goes).")
+    @click.option("--data-dir", type=click.Path(), required=True, help="Where the data dirs go.")
+    @click.option("--num-train-speakers", default=MiniConfig.num_train_speakers, show_default=True)
+    @click.option("--num-test-speakers", default=MiniConfig.num_test_speakers, show_default=True)
+    @click.option("--seed", default=0, show_default=True)
+    @click.option("--nj", default=2, show_default=True, help="Parallel synthesis processes.")
+    def command(corpus_dir, data_dir, num_train_speakers, num_test_speakers, seed, nj):
+        setup_logging()
+        config = MiniConfig(num_train_speakers=num_train_speakers,
+                            num_test_speakers=num_test_speakers, seed=seed)
+        try:
+            generate_corpus(Path(corpus_dir), config, nj=nj)
+        except FileExistsError as err:
+            raise click.ClickException(str(err)) from None
+        prepare_data_dirs(Path(corpus_dir), Path(data_dir), seed=seed)
+
+    command.main(args=argv, prog_name="python -m local.mini", standalone_mode=True)
+
+
+if __name__ == "__main__":
+    main()
