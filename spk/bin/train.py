@@ -1,0 +1,63 @@
+"""``spk egs`` (stage 2) and ``spk train`` (stage 3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from spk.data import DataDirError, DataDirUsageError, validate_data_dir
+from spk.features import FeatureConfig, FeatureConfigError
+from spk.models.registry import RegistryError
+from spk.train.config import ConfigError, ExperimentConfig
+
+
+@click.command("egs")
+@click.argument("src", type=click.Path(exists=True, file_okay=False))
+@click.argument("dst", type=click.Path(file_okay=False))
+@click.option("--min-frames", default=200, show_default=True, help="Drop utterances shorter than this.")
+@click.option("--min-utts", default=2, show_default=True, help="Drop speakers with fewer usable utterances.")
+@click.option("--valid-per-spk", default=1, show_default=True, help="Utterances per speaker held out for validation.")
+@click.option("--seed", default=0, show_default=True)
+def egs(src, dst, min_frames, min_utts, valid_per_spk, seed):
+    """Training examples: write DST/train and DST/valid from the data dir SRC (with features)."""
+    from spk.train.egs import prepare_training_dirs
+
+    try:
+        validate_data_dir(src, need_feats=True)
+        prepare_training_dirs(Path(src), Path(dst), min_frames=min_frames, min_utts_per_speaker=min_utts,
+                              valid_per_speaker=valid_per_spk, seed=seed)
+    except (DataDirError, DataDirUsageError) as error:
+        raise click.ClickException(str(error)) from None
+
+
+@click.command("train")
+@click.option("--config", "config_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Experiment config YAML (e.g. conf/lstm_softmax.yaml).")
+@click.option("--feature-config", type=click.Path(exists=True, dir_okay=False),
+              help="Feature config the training features were made with [default: 80-dim fbank].")
+@click.option("--train-dir", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--valid-dir", type=click.Path(exists=True, file_okay=False), help="Validation data dir.")
+@click.option("--exp-dir", required=True, type=click.Path(file_okay=False), help="exp/<tag>")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto.")
+@click.option("--resume/--no-resume", default=True, show_default=True,
+              help="Continue from the latest checkpoint of the same config, or start afresh.")
+@click.option("--threads", default=0, help="torch CPU threads [default: all cores].")
+def train(config_path, feature_config, train_dir, valid_dir, exp_dir, device, resume, threads):
+    """Train a speaker embedder into EXP_DIR (config.yaml, models/, train_log.jsonl, plots/)."""
+    import torch
+
+    from spk.train.trainer import train as run_training
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        config = ExperimentConfig.from_yaml(config_path)
+        features = FeatureConfig.from_yaml(feature_config) if feature_config else FeatureConfig()
+        validate_data_dir(train_dir, need_feats=True)
+        if valid_dir:
+            validate_data_dir(valid_dir, need_feats=True)
+        run_training(Path(exp_dir), config, features, Path(train_dir), Path(valid_dir) if valid_dir else None,
+                     device=device, resume=resume)
+    except (ConfigError, FeatureConfigError, RegistryError, DataDirError, RuntimeError, ValueError) as error:
+        raise click.ClickException(str(error)) from None

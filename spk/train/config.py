@@ -1,0 +1,98 @@
+"""The experiment configuration: which model, loss and optimiser, and how to train.
+
+An experiment YAML in ``conf/`` names parts and their options::
+
+    encoder: lstm
+    encoder_conf: {hidden_size: 256, num_layers: 2}
+    pooling: mean
+    embedding_dim: 128
+    loss: softmax
+    epochs: 12
+
+Unknown keys are errors.  Stage 3 resolves the config (defaults filled in, the
+feature config and training speakers added) and saves it as
+``exp/<tag>/config.yaml``; later stages read only that file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """An experiment config has an unknown key or an invalid value."""
+
+
+@dataclass
+class ExperimentConfig:
+    """Model and training options of one experiment; see the module docstring."""
+
+    encoder: str = "lstm"
+    encoder_conf: dict[str, Any] = field(default_factory=lambda: {"hidden_size": 256, "num_layers": 2})
+    pooling: str = "mean"
+    pooling_conf: dict[str, Any] = field(default_factory=dict)
+    embedding_dim: int = 128
+    head: str = "linear"
+    head_conf: dict[str, Any] = field(default_factory=dict)
+    loss: str = "softmax"
+    loss_conf: dict[str, Any] = field(default_factory=dict)
+    optimizer: str = "adam"
+    optimizer_conf: dict[str, Any] = field(default_factory=lambda: {"lr": 0.001})
+    scheduler: str = "cosine"  # none | exponential | cosine
+    scheduler_conf: dict[str, Any] = field(default_factory=dict)
+    warmup_epochs: float = 0.0
+    epochs: int = 12
+    batch_size: int = 64
+    chunk_frames: tuple[int, int] = (200, 300)
+    chunks_per_second: float = 0.0  # 0: about one chunk per chunk-length of speech, per epoch
+    grad_clip: float = 5.0
+    seed: int = 0
+    preload: bool = True  # hold all training features in memory
+    features: dict[str, Any] = field(default_factory=dict)  # filled in by stage 3
+
+    def __post_init__(self) -> None:
+        self.chunk_frames = tuple(int(v) for v in self.chunk_frames)  # type: ignore[assignment]
+        if len(self.chunk_frames) != 2 or not 0 < self.chunk_frames[0] <= self.chunk_frames[1]:
+            raise ConfigError(f"chunk_frames: expected [min, max] with 0 < min <= max, got {self.chunk_frames}")
+        for name in ("epochs", "batch_size", "embedding_dim"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "experiment config") -> "ExperimentConfig":
+        """Build from a mapping; unknown keys are an error naming them and ``source``."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(
+                f"{source}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
+        try:
+            return cls(**values)
+        except (ConfigError, TypeError) as err:
+            raise ConfigError(f"{source}: {err}") from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "ExperimentConfig":
+        """Read an experiment YAML file."""
+        with open(path) as handle:
+            values = yaml.safe_load(handle) or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: expected a mapping of key: value")
+        return cls.from_dict(values, source=str(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain mapping for YAML."""
+        values = asdict(self)
+        values["chunk_frames"] = list(self.chunk_frames)
+        return values
+
+    def save(self, path: str | Path) -> None:
+        """Write as YAML (atomically)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        tmp.replace(path)

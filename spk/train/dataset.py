@@ -1,0 +1,134 @@
+"""Training examples: random fixed-length chunks of normalised features, with speaker labels.
+
+An epoch is a shuffled list of ``(utterance, start)`` chunks drawn with a
+generator seeded by ``(seed, epoch)``, so an epoch can be replayed exactly after
+a restart.  All chunks of one batch share one length, drawn from the configured
+range, so batches need no padding.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import kaldiio
+import numpy as np
+import torch
+
+from spk.features import FeatureConfig, accumulate_stats, normalise
+
+logger = logging.getLogger(__name__)
+
+
+class FeatureStore:
+    """Normalised feature matrices of a data dir, read from ``feats.scp`` (and ``cmvn.scp``).
+
+    With ``preload`` every matrix is read and normalised once; otherwise each
+    access reads from the ark (kaldiio keeps the files open).
+    """
+
+    def __init__(self, feats_scp: str, feature_config: FeatureConfig, *, cmvn_scp: str | None = None,
+                 global_stats: np.ndarray | None = None, preload: bool = True):
+        self.config = feature_config
+        self._feats = kaldiio.load_scp(feats_scp)
+        self._cmvn = kaldiio.load_scp(cmvn_scp) if cmvn_scp else None
+        self.global_stats = global_stats
+        if feature_config.cmvn == "global" and global_stats is None:
+            if self._cmvn is None:
+                raise ValueError("global CMVN needs cmvn.scp of the training set")
+            self.global_stats = accumulate_stats(self._cmvn[key] for key in self._cmvn)
+        self.keys = sorted(self._feats.keys())
+        self._cache: dict[str, np.ndarray] | None = None
+        if preload:
+            self._cache = {key: self._load(key) for key in self.keys}
+
+    def _load(self, key: str) -> np.ndarray:
+        utt_stats = self._cmvn[key] if (self._cmvn is not None and key in self._cmvn) else None
+        return normalise(np.asarray(self._feats[key], dtype=np.float32), self.config,
+                         utterance_stats=utt_stats, global_stats=self.global_stats)
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if self._cache is not None:
+            return self._cache[key]
+        return self._load(key)
+
+    def num_frames(self, key: str) -> int:
+        """Frames of one utterance (reads only the header when not preloaded)."""
+        return len(self[key])
+
+
+@dataclass
+class Batch:
+    """A batch of equal-length chunks: feats (B, T, D), lengths (B,), labels (B,)."""
+
+    feats: torch.Tensor
+    lengths: torch.Tensor
+    labels: torch.Tensor
+
+
+class ChunkSampler:
+    """Plans the chunks of each epoch and cuts batches from a :class:`FeatureStore`."""
+
+    def __init__(self, store: FeatureStore, utt2label: dict[str, int], *, batch_size: int,
+                 chunk_frames: tuple[int, int], chunks_per_second: float = 0.0, seed: int = 0,
+                 frame_shift_s: float = 0.01):
+        self.store = store
+        self.utts = [u for u in store.keys if u in utt2label]
+        missing = len(store.keys) - len(self.utts)
+        if missing:
+            logger.warning("%d utterances with features have no speaker label; not used", missing)
+        if not self.utts:
+            raise ValueError("no training utterances: feats.scp and utt2spk have no utterance in common")
+        self.labels = np.array([utt2label[u] for u in self.utts], dtype=np.int64)
+        self.lengths = np.array([store.num_frames(u) for u in self.utts], dtype=np.int64)
+        self.batch_size = batch_size
+        self.chunk_frames = chunk_frames
+        self.seed = seed
+        mean_chunk = (chunk_frames[0] + chunk_frames[1]) / 2
+        if chunks_per_second > 0:
+            per_utt = self.lengths * frame_shift_s * chunks_per_second
+        else:
+            per_utt = self.lengths / mean_chunk
+        self.chunks_per_utt = np.maximum(1, np.round(per_utt)).astype(np.int64)
+
+    def num_batches(self) -> int:
+        """Batches per epoch (the last partial batch is dropped)."""
+        return int(self.chunks_per_utt.sum()) // self.batch_size
+
+    def epoch_plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(utterance index per chunk, chunk length per batch) for ``epoch``, deterministic."""
+        rng = np.random.default_rng([self.seed, epoch])
+        order = np.repeat(np.arange(len(self.utts)), self.chunks_per_utt)
+        rng.shuffle(order)
+        order = order[: self.num_batches() * self.batch_size]
+        chunk_lengths = rng.integers(self.chunk_frames[0], self.chunk_frames[1] + 1, size=self.num_batches())
+        return order, chunk_lengths
+
+    def batches(self, epoch: int, start_batch: int = 0):
+        """Yield the batches of ``epoch`` from ``start_batch`` on (for resuming mid-epoch)."""
+        order, chunk_lengths = self.epoch_plan(epoch)
+        rng = np.random.default_rng([self.seed, epoch, 1])
+        offsets = rng.random(len(order))
+        for b in range(start_batch, self.num_batches()):
+            index = order[b * self.batch_size:(b + 1) * self.batch_size]
+            length = int(min(chunk_lengths[b], self.lengths[index].min()))
+            chunks = []
+            for utt_index, offset in zip(index, offsets[b * self.batch_size:(b + 1) * self.batch_size]):
+                feats = self.store[self.utts[utt_index]]
+                start = int(offset * (len(feats) - length + 1))
+                chunks.append(feats[start:start + length])
+            yield Batch(
+                feats=torch.from_numpy(np.stack(chunks)),
+                lengths=torch.full((len(index),), length, dtype=torch.int64),
+                labels=torch.from_numpy(self.labels[index]),
+            )
+
+
+def pad_batch(matrices: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-pad variable-length matrices into (B, T_max, D) plus their lengths."""
+    lengths = torch.tensor([len(m) for m in matrices], dtype=torch.int64)
+    dim = matrices[0].shape[1]
+    out = torch.zeros(len(matrices), int(lengths.max()), dim)
+    for i, m in enumerate(matrices):
+        out[i, :len(m)] = torch.from_numpy(np.asarray(m))
+    return out, lengths
