@@ -1,7 +1,8 @@
 """The ``spk`` command line: a click group whose sub-commands live in ``spk/bin``.
 
-Each module in ``spk/bin`` defines one click command or group and does nothing but
-parse options and call the library.
+Each module in ``spk/bin`` defines click commands that parse options and call the
+library.  Modules are imported only when their command runs, so ``spk --help``
+and light commands start fast.
 """
 
 import importlib
@@ -10,22 +11,54 @@ import click
 
 from spk.log import setup_logging
 
-# (module under spk.bin, attribute holding the click command or group)
-_COMMANDS = [
-    ("data", "data"),
-    ("score", "score"),
-    ("report", "report"),
-    ("report", "compare"),
-]
+# command name -> (module under spk.bin, attribute holding the click command or group)
+_COMMANDS = {
+    "data": ("data", "data"),
+    "features": ("features", "features"),
+    "egs": ("train", "egs"),
+    "train": ("train", "train"),
+    "embed": ("embed", "embed"),
+    "score": ("score", "score"),
+    "eval-id": ("embed", "eval_id"),
+    "baseline": ("embed", "baseline"),
+    "report": ("report", "report"),
+    "compare": ("report", "compare"),
+}
+
+_SUMMARIES = {
+    "data": "Validate, fix, subset and split Kaldi data dirs.",
+    "features": "Compute fbank/MFCC features and CMVN stats (stage 1).",
+    "egs": "Prepare training examples: filter and validation split (stage 2).",
+    "train": "Train a speaker embedder (stage 3).",
+    "embed": "Extract utterance and speaker embeddings (stage 4).",
+    "score": "Score verification trials (stage 5).",
+    "eval-id": "Evaluate closed-set identification (stage 5).",
+    "baseline": "No-training MFCC-mean baseline vectors.",
+    "report": "Write RESULTS.md and plots for an experiment (stage 6).",
+    "compare": "Compare experiments side by side.",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group that imports a sub-command's module only when that command is used."""
+
+    def list_commands(self, ctx):
+        return list(_COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in _COMMANDS:
+            return None
+        module, attr = _COMMANDS[name]
+        return getattr(importlib.import_module(f"spk.bin.{module}"), attr)
+
+    def format_commands(self, ctx, formatter):
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, _SUMMARIES[name]) for name in _COMMANDS])
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--verbose", "-v", is_flag=True, help="Log debug messages too.")
 @click.version_option(package_name="spk")
 def main(verbose: bool) -> None:
     """spk: speaker verification and identification with RNN embedders."""
     setup_logging(verbose)
-
-
-for _module, _attr in _COMMANDS:
-    main.add_command(getattr(importlib.import_module(f"spk.bin.{_module}"), _attr))

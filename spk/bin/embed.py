@@ -1,0 +1,57 @@
+"""``spk embed`` (stage 4), ``spk eval-id`` and ``spk baseline`` (stage 5)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from spk.data import DataDirError, validate_data_dir
+
+
+@click.command("embed")
+@click.option("--exp-dir", required=True, type=click.Path(exists=True, file_okay=False), help="Trained exp/<tag>.")
+@click.option("--data-dir", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--out-dir", required=True, type=click.Path(file_okay=False),
+              help="Where xvector.{ark,scp} and spk_xvector.{ark,scp} go.")
+@click.option("--device", default="cpu", show_default=True)
+def embed(exp_dir, data_dir, out_dir, device):
+    """Extract an embedding per utterance and per speaker of DATA_DIR with the model of EXP_DIR."""
+    from spk.embed import extract_embeddings
+
+    try:
+        validate_data_dir(data_dir, need_feats=True)
+        extract_embeddings(Path(exp_dir), Path(data_dir), Path(out_dir), device=device)
+    except (DataDirError, FileNotFoundError, ValueError) as error:
+        raise click.ClickException(str(error)) from None
+
+
+@click.command("eval-id")
+@click.option("--exp-dir", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--embeddings", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="xvector.scp of the held-out utterances.")
+@click.option("--data-dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Data dir of the held-out utterances (for their speakers).")
+@click.option("--results-out", required=True, type=click.Path(dir_okay=False))
+def eval_id(exp_dir, embeddings, data_dir, results_out):
+    """Closed-set identification over the training speakers: top-1, top-5 and a confusion matrix."""
+    from spk.identify import evaluate_identification
+
+    try:
+        evaluate_identification(Path(exp_dir), Path(embeddings), Path(data_dir), Path(results_out))
+    except (FileNotFoundError, ValueError) as error:
+        raise click.ClickException(str(error)) from None
+
+
+@click.command("baseline")
+@click.option("--data-dir", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--out-dir", required=True, type=click.Path(file_okay=False))
+def baseline(data_dir, out_dir):
+    """No-training baseline vectors (utterance mean of normalised MFCCs) for DATA_DIR."""
+    from spk.baseline import write_baseline_embeddings
+
+    try:
+        validate_data_dir(data_dir)
+        write_baseline_embeddings(Path(data_dir), Path(out_dir))
+    except (DataDirError, ValueError) as error:
+        raise click.ClickException(str(error)) from None
