@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# The stages shared by every recipe (see DESIGN.md). A recipe's run.sh only sets options:
+#   0 data prep   1 features   2 training examples   3 training   4 embeddings
+#   5 scoring (verification trials, closed-set identification)   6 report
+# Run from the recipe folder. Each stage can be rerun alone; finished expensive work is
+# skipped (features, a trained model) unless --force true. Starting at stage 3
+# (--stage 3) retrains even when a trained model exists.
+set -euo pipefail
+
+stage=0                      # first stage to run
+stop_stage=6                 # last stage to run
+nj=2                         # parallel jobs for data prep and features
+device=cpu                   # cpu, cuda or auto (training and embeddings)
+prep_cmd=                    # stage 0 command (the recipe's data preparation)
+train_set=train              # data/<train_set>: training speakers
+test_sets=test               # data/<set> with a trials file, for verification
+ident_sets=                  # data/<set> of held-out utterances of training speakers
+feature_config=conf/fbank.yaml
+config=conf/lstm_softmax.yaml  # experiment config; exp/<tag> with tag = its file name
+tag=                         # override the experiment tag
+min_frames=200               # stage 2: drop shorter utterances
+min_utts=2                   # stage 2: drop speakers with fewer utterances
+valid_per_spk=1              # stage 2: utterances per speaker held out for validation
+backend=cosine               # stage 5 scoring backend
+baseline=true                # also score the no-training MFCC-mean baseline
+force=false                  # redo finished work
+threads=0                    # torch threads for training (0 = all cores)
+spk_option_names="stage stop_stage nj device prep_cmd train_set test_sets ident_sets feature_config config tag min_frames min_utts valid_per_spk backend baseline force threads"
+
+. "$(dirname "${BASH_SOURCE[0]}")/parse_options.sh"
+
+log() { echo "$(date '+%Y-%m-%d %H:%M:%S') [stages.sh${current_stage:+ stage $current_stage}] $*" >&2; }
+run() { log "+ $*"; "$@"; }
+
+current_stage=
+log "command line: $0 $*"
+[ -n "$tag" ] || tag=$(basename "${config%.*}")
+exp=exp/$tag
+egs=data/${train_set}_egs
+force_flag=(); [ "$force" = true ] && force_flag=(--force)
+for f in "$feature_config" "$config"; do
+  [ -f "$f" ] || { log "error: config file $f does not exist (see conf/)"; exit 1; }
+done
+case "$stage$stop_stage" in *[!0-9]*) log "error: --stage and --stop-stage take numbers 0-6"; exit 1;; esac
+start_time=$(date +%s)
+
+stage_active() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
+
+current_stage=0
+if stage_active 0; then
+  [ -n "$prep_cmd" ] || { log "error: the recipe sets no --prep-cmd for stage 0"; exit 1; }
+  log "stage 0: data preparation"
+  run bash -c "$prep_cmd"
+fi
+
+current_stage=1
+if stage_active 1; then
+  log "stage 1: features ($feature_config)"
+  run spk features --config "$feature_config" --feat-dir "features/$(basename "${feature_config%.*}")" \
+    --nj "$nj" "${force_flag[@]}" data/$train_set $(for s in $test_sets $ident_sets; do echo data/$s; done)
+fi
+
+current_stage=2
+if stage_active 2; then
+  log "stage 2: training examples"
+  run spk egs --min-frames "$min_frames" --min-utts "$min_utts" --valid-per-spk "$valid_per_spk" \
+    data/$train_set "$egs"
+fi
+
+current_stage=3
+if stage_active 3; then
+  valid_opt=(); [ -d "$egs/valid" ] && valid_opt=(--valid-dir "$egs/valid")
+  if [ -f "$exp/models/final.pt" ] && [ "$stage" -ne 3 ] && [ "$force" != true ]; then
+    log "stage 3: $exp is already trained; skipping (run with --stage 3 to retrain)"
+  else
+    resume=--resume; [ -f "$exp/models/final.pt" ] && resume=--no-resume
+    log "stage 3: training $exp ($config)"
+    run spk train --config "$config" --feature-config "$feature_config" --train-dir "$egs/train" \
+      "${valid_opt[@]}" --exp-dir "$exp" --device "$device" --threads "$threads" $resume
+  fi
+fi
+
+current_stage=4
+if stage_active 4; then
+  log "stage 4: embeddings"
+  for s in $test_sets $ident_sets; do
+    run spk embed --exp-dir "$exp" --data-dir data/$s --out-dir "$exp/embeddings/$s" --device "$device"
+  done
+  if [ "$baseline" = true ]; then
+    for s in $test_sets; do
+      if [ ! -f exp/baseline_mfcc_mean/embeddings/$s/xvector.scp ] || [ "$force" = true ]; then
+        run spk baseline --data-dir data/$s --out-dir exp/baseline_mfcc_mean/embeddings/$s
+      fi
+    done
+  fi
+fi
+
+current_stage=5
+if stage_active 5; then
+  log "stage 5: scoring"
+  for s in $test_sets; do
+    scp=$exp/embeddings/$s/xvector.scp
+    run spk score --trials data/$s/trials --enroll-scp "$scp" --test-scp "$scp" --backend "$backend" \
+      --scores-out "$exp/scores/${s}_$backend" --results-out "$exp/results/${s}_$backend.json"
+    if [ "$baseline" = true ]; then
+      bscp=exp/baseline_mfcc_mean/embeddings/$s/xvector.scp
+      run spk score --trials data/$s/trials --enroll-scp "$bscp" --test-scp "$bscp" --backend cosine \
+        --scores-out exp/baseline_mfcc_mean/scores/${s}_cosine \
+        --results-out exp/baseline_mfcc_mean/results/${s}_cosine.json
+    fi
+  done
+  for s in $ident_sets; do
+    run spk eval-id --exp-dir "$exp" --embeddings "$exp/embeddings/$s/xvector.scp" --data-dir data/$s \
+      --results-out "$exp/results/${s}_identification.json"
+  done
+fi
+
+current_stage=6
+if stage_active 6; then
+  log "stage 6: report"
+  [ "$baseline" = true ] && [ -d exp/baseline_mfcc_mean/results ] && run spk report exp/baseline_mfcc_mean
+  run spk report "$exp" --compare-root exp
+  log "results of all experiments (exp/RESULTS.md):"
+  cat exp/RESULTS.md
+fi
+
+current_stage=
+log "done stages $stage-$stop_stage in $(( $(date +%s) - start_time )) s"
