@@ -27,13 +27,14 @@ force=false                  # redo finished work
 threads=0                    # torch threads for training (0 = all cores)
 spk_option_names="stage stop_stage nj device prep_cmd train_set test_sets ident_sets feature_config config tag min_frames min_utts valid_per_spk backend baseline force threads"
 
+command_line="$0 $*"
 . "$(dirname "${BASH_SOURCE[0]}")/parse_options.sh"
 
 log() { echo "$(date '+%Y-%m-%d %H:%M:%S') [stages.sh${current_stage:+ stage $current_stage}] $*" >&2; }
 run() { log "+ $*"; "$@"; }
 
 current_stage=
-log "command line: $0 $*"
+log "command line: $command_line"
 [ -n "$tag" ] || tag=$(basename "${config%.*}")
 exp=exp/$tag
 egs=data/${train_set}_egs

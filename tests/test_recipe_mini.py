@@ -1,0 +1,93 @@
+"""The whole mini recipe, stages 0-6, at tiny size, through its real run.sh (a real subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY_CONFIG = """\
+encoder: lstm
+encoder_conf: {hidden_size: 32, num_layers: 1}
+pooling: mean
+embedding_dim: 16
+loss: softmax
+epochs: 2
+batch_size: 16
+chunk_frames: [100, 150]
+"""
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory) -> Path:
+    """A copy of recipes/mini (its run.sh, links to the shared path.sh, steps and conf)."""
+    folder = tmp_path_factory.mktemp("mini_recipe")
+    (folder / "run.sh").write_text((ROOT / "recipes/mini/run.sh").read_text())
+    (folder / "run.sh").chmod(0o755)
+    for name in ("path.sh", "steps", "conf"):
+        os.symlink(ROOT / "recipes/mini" / name, folder / name)
+    (folder / "tiny.yaml").write_text(TINY_CONFIG)
+    return folder
+
+
+def run_recipe(recipe: Path, *args: str) -> subprocess.CompletedProcess:
+    command = ["./run.sh", "--train-speakers", "8", "--test-speakers", "4", "--min-frames", "100",
+               "--config", "tiny.yaml", "--threads", "1", *args]
+    return subprocess.run(command, cwd=recipe, capture_output=True, text=True, timeout=600,
+                          stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module")
+def first_run(recipe):
+    result = run_recipe(recipe, "--stage", "0", "--stop-stage", "6")
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def test_all_stages_write_the_design_files(recipe, first_run):
+    for path in ["data/train/feats.scp", "data/test/trials", "data/ident_test/feats.scp",
+                 "data/train_egs/train/utt2spk", "exp/tiny/config.yaml", "exp/tiny/models/final.pt",
+                 "exp/tiny/embeddings/test/xvector.scp", "exp/tiny/embeddings/test/spk_xvector.scp",
+                 "exp/tiny/RESULTS.md", "exp/RESULTS.md", "exp/baseline_mfcc_mean/RESULTS.md"]:
+        assert (recipe / path).exists(), path
+    verification = json.loads((recipe / "exp/tiny/results/test_cosine.json").read_text())
+    for key in ("kind", "trials", "num_target", "num_nontarget", "eer", "min_dcf_0.01",
+                "min_dcf_0.001", "roc_auc", "backend", "threshold_eer"):
+        assert key in verification
+    assert verification["num_target"] == verification["num_nontarget"] > 0
+    assert 0 <= verification["eer"] <= 100
+    identification = json.loads((recipe / "exp/tiny/results/ident_test_identification.json").read_text())
+    assert identification["kind"] == "identification" and identification["num_speakers"] == 8
+    assert Path(recipe / identification["confusion"]).exists()
+    table = (recipe / "exp/RESULTS.md").read_text()
+    assert "tiny" in table and "baseline_mfcc_mean" in table
+    assert "| tiny |" in first_run.stdout  # the comparison table ends the run's output
+
+
+def test_rerun_skips_finished_work(recipe, first_run):
+    final = recipe / "exp/tiny/models/final.pt"
+    before = final.stat().st_mtime_ns
+    result = run_recipe(recipe, "--stage", "1", "--stop-stage", "3")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "features are up to date; skipping" in result.stderr
+    assert "already trained; skipping" in result.stderr
+    assert final.stat().st_mtime_ns == before
+
+
+def test_stage_3_alone_retrains(recipe, first_run):
+    final = recipe / "exp/tiny/models/final.pt"
+    before = final.stat().st_mtime_ns
+    result = run_recipe(recipe, "--stage", "3", "--stop-stage", "3")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert final.stat().st_mtime_ns != before
+
+
+def test_unknown_option_is_rejected(recipe):
+    result = run_recipe(recipe, "--no-such-option", "1")
+    assert result.returncode != 0
+    assert "unknown option --no-such-option" in result.stderr
