@@ -25,7 +25,8 @@ import numpy as np  # noqa: E402
 from scipy.stats import norm  # noqa: E402
 
 from spk import metrics  # noqa: E402
-from spk.scoring import TrialsError, atomic_write_text, labelled_scores  # noqa: E402
+from spk.data.io import atomic_write_text  # noqa: E402
+from spk.scoring import TrialsError, labelled_scores  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

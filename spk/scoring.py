@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Mapping, Sequence, Union
 
 import kaldiio
 import numpy as np
+
+from spk.data.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -204,23 +205,6 @@ def score_trials(trials: Sequence, enroll: Embeddings, test: Embeddings, backend
     test_rows = _rows_for(test_ids, test_index, "test", trials_path)
     logger.debug("scoring %d trials (%s, dimension %d)", len(enroll_rows), backend, enroll_matrix.shape[1])
     return score(enroll_matrix, test_matrix, enroll_rows, test_rows)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it into place.
-
-    Readers see the old file or the complete new one, never a half-written one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def write_scores(path: str | os.PathLike, enroll_ids: Sequence[str], test_ids: Sequence[str], scores,

@@ -290,9 +290,10 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
     The text goes to a temporary file in the same directory, is flushed to disk,
     then renamed over ``path``. A replaced file keeps its permissions; a new one
-    gets the usual ones (umask applies). On failure the temporary file is removed.
+    gets the usual ones (umask applies); missing parent folders are created. On failure the temporary file is removed.
     """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         with open(temporary, "x", encoding="utf-8", newline="\n") as handle:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from spk.data import read_utt2spk
 from spk.features import FeatureConfig
 from spk.losses import LOSSES
 from spk.models import build_embedder
@@ -45,17 +46,6 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError("--device cuda was asked for but torch sees no CUDA device; use --device cpu")
     return torch.device(name)
-
-
-def read_utt2spk(path: Path) -> dict[str, str]:
-    """``utt2spk`` as a dict (the data dir was validated before training)."""
-    pairs = {}
-    with open(path) as handle:
-        for line in handle:
-            fields = line.split()
-            if len(fields) == 2:
-                pairs[fields[0]] = fields[1]
-    return pairs
 
 
 def _make_scheduler(optimizer, config: ExperimentConfig, steps_per_epoch: int):
