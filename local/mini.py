@@ -275,7 +275,9 @@ def _render_all(jobs: list[SpeakerJob], staging: Path, mirror: Path, nj: int) ->
     from tqdm import tqdm
 
     context = multiprocessing.get_context("fork")
-    with context.Pool(max(1, nj), initializer=_init_worker, initargs=(mirror,)) as pool:
+    # eSpeak NG carries state from one synthesis to the next inside a process, so each
+    # speaker gets a fresh worker: the audio then does not depend on nj or scheduling.
+    with context.Pool(max(1, nj), initializer=_init_worker, initargs=(mirror,), maxtasksperchild=1) as pool:
         results = pool.imap_unordered(_render_job, [(job, staging) for job in jobs])
         return sum(tqdm(results, total=len(jobs), desc="synthesising speakers", unit="spk"))
 

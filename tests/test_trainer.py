@@ -195,7 +195,12 @@ def test_resume_gives_the_same_model(tmp_path, train_dir):
     (resumed / "models" / "final.pt").unlink()
     log = (resumed / "train_log.jsonl").read_text().splitlines()
     (resumed / "train_log.jsonl").write_text("\n".join(log[:2]) + "\n")
+    kept = (resumed / "models" / "epoch_002.pt").stat()
     train(resumed, config(), FEATURES, train_dir, resume=True)
+    # it resumed (epochs 1-2 untouched) rather than retraining from scratch, which would also match
+    again = (resumed / "models" / "epoch_002.pt").stat()
+    assert (again.st_ino, again.st_mtime_ns) == (kept.st_ino, kept.st_mtime_ns)
+    assert read_log(resumed)[:2] == [json.loads(line) for line in log[:2]]
 
     a, b = final_weights(straight), final_weights(resumed)
     assert a.keys() == b.keys()
