@@ -40,7 +40,7 @@ from local.espeak import EspeakSynth, make_data_mirror, variant_dir
 from local.mini_text import SentenceGenerator
 from spk import simulate
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("local.mini")  # also when run as __main__
 
 SAMPLE_RATE = 16000
 ACCENTS = ("en", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-gbclan",

@@ -72,8 +72,9 @@ def test_all_stages_write_the_design_files(recipe, first_run):
 def test_rerun_skips_finished_work(recipe, first_run):
     final = recipe / "exp/tiny/models/final.pt"
     before = final.stat().st_mtime_ns
-    result = run_recipe(recipe, "--stage", "1", "--stop-stage", "3")
+    result = run_recipe(recipe, "--stage", "0", "--stop-stage", "3")
     assert result.returncode == 0, result.stderr[-4000:]
+    assert "mini corpus already complete" in result.stderr
     assert "features are up to date; skipping" in result.stderr
     assert "already trained; skipping" in result.stderr
     assert final.stat().st_mtime_ns == before

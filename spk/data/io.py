@@ -290,10 +290,14 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
     The text goes to a temporary file in the same directory, is flushed to disk,
     then renamed over ``path``. A replaced file keeps its permissions; a new one
-    gets the usual ones (umask applies); missing parent folders are created. On failure the temporary file is removed.
+    gets the usual ones (umask applies); missing parent folders are created, and a file
+    that already has exactly this text is left untouched. On failure the temporary file is removed.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    data = text.encode("utf-8")
+    if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
+        return  # unchanged: keep the modification time that up-to-date checks rely on
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         with open(temporary, "x", encoding="utf-8", newline="\n") as handle:
