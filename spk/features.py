@@ -11,13 +11,14 @@ as Kaldi's ``apply-cmvn`` does, so one feature dump serves every CMVN choice.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import kaldi_native_fbank as knf
 import numpy as np
-import yaml
+
+from spk.configs import dataclass_from_dict, read_yaml_mapping
 
 logger = logging.getLogger(__name__)
 
@@ -84,24 +85,12 @@ class FeatureConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "feature config") -> "FeatureConfig":
         """Build from a mapping; unknown keys are an error that names them and ``source``."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise FeatureConfigError(
-                f"{source}: unknown option(s) {', '.join(unknown)}; known options: {', '.join(sorted(known))}")
-        try:
-            return cls(**values)
-        except FeatureConfigError as err:
-            raise FeatureConfigError(f"{source}: {err}") from None
+        return dataclass_from_dict(cls, values, source, FeatureConfigError)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "FeatureConfig":
         """Read a YAML feature config such as ``conf/fbank.yaml``."""
-        with open(path) as handle:
-            values = yaml.safe_load(handle) or {}
-        if not isinstance(values, dict):
-            raise FeatureConfigError(f"{path}: expected a mapping of option: value")
-        return cls.from_dict(values, source=str(path))
+        return cls.from_dict(read_yaml_mapping(path, FeatureConfigError), source=str(path))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain mapping, as saved into an experiment's config."""

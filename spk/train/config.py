@@ -16,11 +16,13 @@ feature config and training speakers added) and saves it as
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from spk.configs import dataclass_from_dict, read_yaml_mapping
 
 
 class ConfigError(ValueError):
@@ -65,24 +67,12 @@ class ExperimentConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "experiment config") -> "ExperimentConfig":
         """Build from a mapping; unknown keys are an error naming them and ``source``."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(
-                f"{source}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
-        try:
-            return cls(**values)
-        except (ConfigError, TypeError) as err:
-            raise ConfigError(f"{source}: {err}") from None
+        return dataclass_from_dict(cls, values, source, ConfigError)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "ExperimentConfig":
         """Read an experiment YAML file."""
-        with open(path) as handle:
-            values = yaml.safe_load(handle) or {}
-        if not isinstance(values, dict):
-            raise ConfigError(f"{path}: expected a mapping of key: value")
-        return cls.from_dict(values, source=str(path))
+        return cls.from_dict(read_yaml_mapping(path, ConfigError), source=str(path))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain mapping for YAML."""

@@ -80,7 +80,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 def latest_checkpoint(models_dir: Path) -> Path | None:
     """The checkpoint of the highest epoch in ``models_dir``, if any."""
-    checkpoints = sorted(models_dir.glob("epoch_*.pt"))
+    checkpoints = sorted(models_dir.glob("epoch_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
     return checkpoints[-1] if checkpoints else None
 
 
