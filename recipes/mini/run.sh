@@ -18,6 +18,9 @@ while [ $# -gt 0 ]; do
     --train-speakers) train_speakers=$2; shift 2 ;;
     --test-speakers) test_speakers=$2; shift 2 ;;
     --seed) seed=$2; shift 2 ;;
+    --help|-h)
+      echo "mini recipe options: --train-speakers $train_speakers --test-speakers $test_speakers --seed $seed --nj $nj" >&2
+      passthrough+=("$1"); shift ;;
     *) passthrough+=("$1"); shift ;;
   esac
 done
