@@ -1,8 +1,8 @@
-"""The speaker embedder: encoder -> pooling -> segment layer -> embedding (-> head for training)."""
+"""The speaker embedder: encoder -> pooling -> segment layers -> embedding (-> head for training)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -12,44 +12,70 @@ from spk.models.heads import HEADS
 from spk.models.pooling import POOLING
 
 
+def segment_block(input_dim: int, output_dim: int) -> nn.Sequential:
+    """One x-vector segment-level block: Linear + ReLU + BatchNorm1d."""
+    return nn.Sequential(nn.Linear(input_dim, output_dim), nn.ReLU(), nn.BatchNorm1d(output_dim))
+
+
 class SpeakerEmbedder(nn.Module):
     """Maps a padded batch of feature sequences to fixed-size speaker embeddings.
 
-    The embedding is the output of the affine segment layer after pooling, taken
-    before any non-linearity, as x-vectors are.  The classification ``head`` is
-    used only in training and closed-set identification.
+    encoder -> pooling -> ``segment_layers`` (hidden sizes of Linear + ReLU +
+    BatchNorm1d blocks, none by default) -> ``segment``, the affine embedding layer.
+    The embedding is the output of that affine layer, taken before any
+    non-linearity, as x-vectors are.  The classification ``head`` is used only in
+    training and closed-set identification.
     """
 
     def __init__(self, encoder: nn.Module, pooling: nn.Module, embedding_dim: int,
-                 head: nn.Module | None = None):
+                 head: nn.Module | None = None, segment_layers: Sequence[int] = ()):
         super().__init__()
+        sizes = [int(size) for size in segment_layers]
+        if any(size <= 0 for size in sizes):
+            raise ValueError(f"segment_layers must be positive sizes, got {list(segment_layers)}")
         self.encoder = encoder
         self.pooling = pooling
-        self.segment = nn.Linear(pooling.output_dim, embedding_dim)
+        widths = [pooling.output_dim, *sizes]
+        self.segment_layers = nn.Sequential(*(segment_block(a, b) for a, b in zip(widths, widths[1:])))
+        self.segment = nn.Linear(widths[-1], embedding_dim)
         self.head = head
         self.embedding_dim = embedding_dim
 
     def embed(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(batch, time, feat) + lengths -> (batch, embedding_dim)."""
         frames = self.encoder(feats, lengths)
-        return self.segment(self.pooling(frames, lengths))
+        return self.segment(self.segment_layers(self.pooling(frames, lengths)))
 
-    def classify(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """Speaker logits from embeddings (needs a head)."""
+    def classify(self, embeddings: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Speaker logits from embeddings (needs a head). Margin heads use ``labels`` (training) only."""
         if self.head is None:
             raise RuntimeError("this embedder has no classification head")
-        return self.head(embeddings)
+        return self.head(embeddings, labels)
+
+    def set_epoch(self, epoch: float) -> None:
+        """Pass the (fractional) training epoch to the head, for schedules such as margin warm-up."""
+        if self.head is not None:
+            self.head.set_epoch(epoch)
 
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.embed(feats, lengths)
 
 
 def build_embedder(config: dict[str, Any], input_dim: int, num_speakers: int | None) -> SpeakerEmbedder:
-    """Build from the model part of an experiment config (``encoder``, ``pooling``, ``head``, ...)."""
+    """Build from the model part of an experiment config.
+
+    Keys: ``encoder``, ``encoder_conf``, ``pooling``, ``pooling_conf``, ``embedding_dim``,
+    ``segment_layers`` (list of hidden sizes, default none), ``head``, ``head_conf``.
+    A pooling that takes ``num_directions`` (``last``) gets it from the encoder.
+    """
     encoder = ENCODERS.build(config["encoder"], config.get("encoder_conf"), input_dim=input_dim)
-    pooling = POOLING.build(config["pooling"], config.get("pooling_conf"), input_dim=encoder.output_dim)
+    fixed: dict[str, Any] = {"input_dim": encoder.output_dim}
+    if "num_directions" in POOLING.options(config["pooling"]):
+        fixed["num_directions"] = getattr(encoder, "num_directions", 1)
+    pooling = POOLING.build(config["pooling"], config.get("pooling_conf"), **fixed)
     head = None
     if num_speakers is not None and config.get("head"):
         head = HEADS.build(config["head"], config.get("head_conf"),
                            embedding_dim=config["embedding_dim"], num_classes=num_speakers)
-    return SpeakerEmbedder(encoder, pooling, config["embedding_dim"], head)
+    return SpeakerEmbedder(encoder, pooling, config["embedding_dim"], head,
+                           segment_layers=config.get("segment_layers") or [])

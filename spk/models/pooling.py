@@ -44,3 +44,67 @@ class StatisticsPooling(nn.Module):
         mean = (frames * mask).sum(dim=1) / count
         variance = (((frames - mean.unsqueeze(1)) ** 2) * mask).sum(dim=1) / count
         return torch.cat([mean, torch.sqrt(variance.clamp(min=self.eps))], dim=-1)
+
+
+@POOLING.register("last")
+class LastFramePooling(nn.Module):
+    """The encoder's last hidden state: the output at each utterance's last real frame.
+
+    For a unidirectional encoder that is the frame at ``length - 1``. For a
+    bidirectional one (``num_directions=2``; :func:`spk.models.build_embedder`
+    sets it from the encoder, so a config does not) the frame is split in two
+    halves, forward then backward as torch lays them out, and the result is the
+    forward half at ``length - 1`` concatenated with the backward half at frame 0:
+    each direction's final state, having seen the whole utterance. Output width =
+    ``input_dim`` either way. Padding is never read.
+    """
+
+    def __init__(self, input_dim: int, num_directions: int = 1):
+        super().__init__()
+        if num_directions not in (1, 2):
+            raise ValueError(f"num_directions must be 1 or 2, not {num_directions}")
+        if input_dim % num_directions:
+            raise ValueError(f"input_dim {input_dim} does not split into {num_directions} directions")
+        self.output_dim = input_dim
+        self.num_directions = num_directions
+
+    def forward(self, frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        last = (lengths.to(frames.device).long() - 1).clamp(min=0)
+        index = last.view(-1, 1, 1).expand(-1, 1, frames.shape[-1])
+        at_last = frames.gather(1, index).squeeze(1)
+        if self.num_directions == 1:
+            return at_last
+        half = frames.shape[-1] // 2
+        return torch.cat([at_last[:, :half], frames[:, 0, half:]], dim=-1)
+
+
+@POOLING.register("attentive_stats")
+class AttentiveStatisticsPooling(nn.Module):
+    """Attentive statistics pooling (Okabe et al., 2018).
+
+    A small MLP scores every frame, ``e_t = v^T tanh(W h_t + b) + k`` (hidden width
+    ``attention_dim``); a softmax over the real frames (padding masked to -inf) gives
+    weights ``a_t``; the output is the weighted mean and the weighted standard
+    deviation, ``2 * input_dim`` wide.
+    """
+
+    def __init__(self, input_dim: int, attention_dim: int = 128, eps: float = 1e-5):
+        super().__init__()
+        self.attention = nn.Sequential(nn.Linear(input_dim, attention_dim), nn.Tanh(),
+                                       nn.Linear(attention_dim, 1))
+        self.output_dim = 2 * input_dim
+        self.eps = eps
+
+    def attention_weights(self, frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(batch, time) frame weights: each row sums to 1 over the real frames and is 0 on padding."""
+        real = length_mask(lengths, frames.shape[1]).bool()
+        scores = self.attention(frames).squeeze(-1).masked_fill(~real, float("-inf"))
+        return torch.softmax(scores, dim=1)
+
+    def forward(self, frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        real = length_mask(lengths, frames.shape[1]).bool().unsqueeze(-1)
+        frames = frames.masked_fill(~real, 0.0)  # garbage in the padding cannot reach the sums
+        weights = self.attention_weights(frames, lengths).unsqueeze(-1)
+        mean = (weights * frames).sum(dim=1)
+        variance = (weights * (frames - mean.unsqueeze(1)) ** 2).sum(dim=1)
+        return torch.cat([mean, torch.sqrt(variance.clamp(min=self.eps))], dim=-1)
