@@ -47,6 +47,7 @@ def train(config_path, feature_config, train_dir, valid_dir, exp_dir, device, re
     """Train a speaker embedder into EXP_DIR (config.yaml, models/, train_log.jsonl, plots/)."""
     import torch
 
+    from spk.train.trainer import TrainingInterrupted
     from spk.train.trainer import train as run_training
 
     if threads:
@@ -59,5 +60,8 @@ def train(config_path, feature_config, train_dir, valid_dir, exp_dir, device, re
             validate_data_dir(valid_dir, need_feats=True)
         run_training(Path(exp_dir), config, features, Path(train_dir), Path(valid_dir) if valid_dir else None,
                      device=device, resume=resume)
+    except TrainingInterrupted as stopped:
+        click.echo(f"Stopped: {stopped}", err=True)
+        raise SystemExit(128 + stopped.signal_number) from None
     except (ConfigError, FeatureConfigError, RegistryError, DataDirError, RuntimeError, ValueError) as error:
         raise click.ClickException(str(error)) from None

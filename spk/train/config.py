@@ -37,6 +37,7 @@ class ExperimentConfig:
     encoder_conf: dict[str, Any] = field(default_factory=lambda: {"hidden_size": 256, "num_layers": 2})
     pooling: str = "mean"
     pooling_conf: dict[str, Any] = field(default_factory=dict)
+    segment_layers: list[int] = field(default_factory=list)  # x-vector style hidden layers after pooling
     embedding_dim: int = 128
     head: str = "linear"
     head_conf: dict[str, Any] = field(default_factory=dict)
@@ -49,10 +50,13 @@ class ExperimentConfig:
     warmup_epochs: float = 0.0
     epochs: int = 12
     batch_size: int = 64
+    speakers_per_batch: int = 16  # P of P x K batches (embedding losses: triplet, contrastive, ge2e)
+    utts_per_speaker: int = 4  # K of P x K batches
     chunk_frames: tuple[int, int] = (200, 300)
     chunks_per_second: float = 0.0  # 0: about one chunk per chunk-length of speech, per epoch
     grad_clip: float = 5.0
     seed: int = 0
+    average_last: int = 1  # final model = average of the last N epoch checkpoints
     preload: bool = True  # hold all training features in memory
     features: dict[str, Any] = field(default_factory=dict)  # filled in by stage 3
 
@@ -60,7 +64,8 @@ class ExperimentConfig:
         self.chunk_frames = tuple(int(v) for v in self.chunk_frames)  # type: ignore[assignment]
         if len(self.chunk_frames) != 2 or not 0 < self.chunk_frames[0] <= self.chunk_frames[1]:
             raise ConfigError(f"chunk_frames: expected [min, max] with 0 < min <= max, got {self.chunk_frames}")
-        for name in ("epochs", "batch_size", "embedding_dim"):
+        for name in ("epochs", "batch_size", "embedding_dim", "speakers_per_batch", "utts_per_speaker",
+                     "average_last"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}")
 

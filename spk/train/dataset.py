@@ -110,18 +110,59 @@ class ChunkSampler:
         rng = np.random.default_rng([self.seed, epoch, 1])
         offsets = rng.random(len(order))
         for b in range(start_batch, self.num_batches()):
-            index = order[b * self.batch_size:(b + 1) * self.batch_size]
-            length = int(min(chunk_lengths[b], self.lengths[index].min()))
-            chunks = []
-            for utt_index, offset in zip(index, offsets[b * self.batch_size:(b + 1) * self.batch_size]):
-                feats = self.store[self.utts[utt_index]]
-                start = int(offset * (len(feats) - length + 1))
-                chunks.append(feats[start:start + length])
-            yield Batch(
-                feats=torch.from_numpy(np.stack(chunks)),
-                lengths=torch.full((len(index),), length, dtype=torch.int64),
-                labels=torch.from_numpy(self.labels[index]),
-            )
+            rows = slice(b * self.batch_size, (b + 1) * self.batch_size)
+            yield self._cut(order[rows], offsets[rows], int(chunk_lengths[b]))
+
+    def _cut(self, utt_indices: np.ndarray, offsets: np.ndarray, chunk_length: int) -> Batch:
+        """One chunk of ``chunk_length`` frames (or the shortest utterance's length) per utterance."""
+        length = int(min(chunk_length, self.lengths[utt_indices].min()))
+        chunks = []
+        for utt_index, offset in zip(utt_indices, offsets):
+            feats = self.store[self.utts[utt_index]]
+            start = int(offset * (len(feats) - length + 1))
+            chunks.append(feats[start:start + length])
+        return Batch(
+            feats=torch.from_numpy(np.stack(chunks)),
+            lengths=torch.full((len(utt_indices),), length, dtype=torch.int64),
+            labels=torch.from_numpy(self.labels[utt_indices]),
+        )
+
+
+class SpeakerBalancedSampler(ChunkSampler):
+    """Batches of P speakers x K chunks, as triplet, contrastive and GE2E losses need.
+
+    Each epoch walks through the speakers in a shuffled order, P at a time (a
+    speaker appears about equally often whatever its amount of speech), and draws
+    K of each speaker's utterances (with repeats when it has fewer than K).  The
+    number of batches per epoch matches the chunk sampler's, so epochs cost the same.
+    """
+
+    def __init__(self, store: FeatureStore, utt2label: dict[str, int], *, speakers_per_batch: int,
+                 utts_per_speaker: int, chunk_frames: tuple[int, int], chunks_per_second: float = 0.0,
+                 seed: int = 0):
+        super().__init__(store, utt2label, batch_size=speakers_per_batch * utts_per_speaker,
+                         chunk_frames=chunk_frames, chunks_per_second=chunks_per_second, seed=seed)
+        self.speakers_per_batch = speakers_per_batch
+        self.utts_per_speaker = utts_per_speaker
+        self.utts_of = [np.flatnonzero(self.labels == label) for label in np.unique(self.labels)]
+        if len(self.utts_of) < speakers_per_batch:
+            raise ValueError(f"P x K batches need at least P={speakers_per_batch} speakers; "
+                             f"the training set has {len(self.utts_of)}")
+
+    def epoch_plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng([self.seed, epoch])
+        num_batches = self.num_batches()
+        speaker_order = np.concatenate([rng.permutation(len(self.utts_of))
+                                        for _ in range(num_batches * self.speakers_per_batch
+                                                       // len(self.utts_of) + 1)])
+        order = []
+        for b in range(num_batches):
+            for speaker in speaker_order[b * self.speakers_per_batch:(b + 1) * self.speakers_per_batch]:
+                utts = self.utts_of[speaker]
+                order.append(rng.choice(utts, size=self.utts_per_speaker,
+                                        replace=len(utts) < self.utts_per_speaker))
+        chunk_lengths = rng.integers(self.chunk_frames[0], self.chunk_frames[1] + 1, size=num_batches)
+        return np.concatenate(order) if order else np.zeros(0, dtype=np.int64), chunk_lengths
 
 
 def pad_batch(matrices: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:

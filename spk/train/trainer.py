@@ -17,6 +17,8 @@ import logging
 import math
 import random
 import shutil
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ from spk.losses import LOSSES
 from spk.models import build_embedder
 from spk.models.embedder import SpeakerEmbedder
 from spk.train.config import ExperimentConfig
-from spk.train.dataset import ChunkSampler, FeatureStore, pad_batch
+from spk.train.dataset import ChunkSampler, FeatureStore, SpeakerBalancedSampler, pad_batch
 
 logger = logging.getLogger(__name__)
 
@@ -79,17 +81,67 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def latest_checkpoint(models_dir: Path) -> Path | None:
-    """The checkpoint of the highest epoch in ``models_dir``, if any."""
+    """The checkpoint to resume from: ``interrupted.pt`` if a stopped run left one, else the highest epoch."""
+    interrupted = models_dir / "interrupted.pt"
+    if interrupted.exists():
+        return interrupted
     checkpoints = sorted(models_dir.glob("epoch_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
     return checkpoints[-1] if checkpoints else None
+
+
+class StopRequest:
+    """Turns SIGINT and SIGTERM into a flag the training loop checks after each batch.
+
+    The loop then saves ``models/interrupted.pt`` (including the position in the
+    epoch) and exits, so the same command resumes exactly where the run stopped.
+    """
+
+    def __init__(self):
+        self.signal_number: int | None = None
+        self._previous = {}
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGINT, signal.SIGTERM):
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def _handle(self, number, _frame) -> None:
+        self.signal_number = number
+        logger.warning("got %s: stopping after this batch and saving a checkpoint", signal.Signals(number).name)
+
+    def __exit__(self, *exc) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped on a signal after saving ``models/interrupted.pt``."""
+
+    def __init__(self, signal_number: int, checkpoint: Path):
+        super().__init__(f"training stopped by {signal.Signals(signal_number).name}; "
+                         f"run the same command again to resume from {checkpoint}")
+        self.signal_number = signal_number
+
+
+def make_sampler(config: ExperimentConfig, store: FeatureStore, utt2label: dict[str, int], loss_input: str):
+    """Random chunks for classification losses; P x K speaker-balanced batches for embedding losses."""
+    if loss_input == "embeddings":
+        return SpeakerBalancedSampler(store, utt2label, speakers_per_batch=config.speakers_per_batch,
+                                      utts_per_speaker=config.utts_per_speaker, chunk_frames=config.chunk_frames,
+                                      chunks_per_second=config.chunks_per_second, seed=config.seed)
+    return ChunkSampler(store, utt2label, batch_size=config.batch_size, chunk_frames=config.chunk_frames,
+                        chunks_per_second=config.chunks_per_second, seed=config.seed)
 
 
 def train(exp_dir: Path, config: ExperimentConfig, feature_config: FeatureConfig, train_dir: Path,
           valid_dir: Path | None = None, *, device: str = "cpu", resume: bool = True) -> Path:
     """Train an embedder on ``train_dir`` (a data dir with feats.scp) into ``exp_dir``.
 
-    With ``resume`` a run continues from the latest epoch checkpoint of an
-    identical config; otherwise (or when the config changed) it starts afresh.
+    With ``resume`` a run continues from the latest checkpoint of an identical
+    config (an epoch checkpoint, or the mid-epoch one a SIGINT/SIGTERM left);
+    otherwise (or when the config changed) it starts afresh.  Raises
+    :class:`TrainingInterrupted` after saving a checkpoint when stopped by a signal.
     Returns the path of ``models/final.pt``.
     """
     exp_dir = Path(exp_dir)
@@ -103,7 +155,6 @@ def train(exp_dir: Path, config: ExperimentConfig, feature_config: FeatureConfig
     speaker_index = {s: i for i, s in enumerate(speakers)}
     config_text = json.dumps(config.to_dict(), sort_keys=True)
 
-    previous = exp_dir / "config.yaml"
     checkpoint = latest_checkpoint(models_dir) if resume else None
     if checkpoint is not None:
         saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
@@ -114,75 +165,134 @@ def train(exp_dir: Path, config: ExperimentConfig, feature_config: FeatureConfig
         shutil.rmtree(models_dir)
         (exp_dir / "train_log.jsonl").unlink(missing_ok=True)
     models_dir.mkdir(parents=True, exist_ok=True)
-    config.save(previous)
+    config.save(exp_dir / "config.yaml")
     (exp_dir / "speakers.txt").write_text("".join(s + "\n" for s in speakers))
 
     store = FeatureStore(str(train_dir / "feats.scp"), feature_config,
                          cmvn_scp=str(train_dir / "cmvn.scp") if (train_dir / "cmvn.scp").exists() else None,
                          preload=config.preload)
+    feature_dim = store[store.keys[0]].shape[1]
+    if feature_dim != feature_config.dim:
+        raise ValueError(f"{train_dir}/feats.scp has {feature_dim}-dim features but the feature config "
+                         f"gives {feature_config.dim}; pass the feature config the features were made with")
     if store.global_stats is not None:
         np.save(exp_dir / "global_cmvn.npy", store.global_stats)
-    sampler = ChunkSampler(store, {u: speaker_index[s] for u, s in utt2spk.items()},
-                           batch_size=config.batch_size, chunk_frames=config.chunk_frames,
-                           chunks_per_second=config.chunks_per_second, seed=config.seed)
+
+    loss_fn = LOSSES.build(config.loss, config.loss_conf).to(torch_device)
+    loss_input = getattr(loss_fn, "input", "logits")
+    sampler = make_sampler(config, store, {u: speaker_index[s] for u, s in utt2spk.items()}, loss_input)
     steps_per_epoch = sampler.num_batches()
     if steps_per_epoch == 0:
-        raise ValueError(f"{train_dir}: too little data for one batch of {config.batch_size} chunks")
+        raise ValueError(f"{train_dir}: too little data for one batch of {sampler.batch_size} chunks")
 
-    model = build_embedder(config.to_dict(), feature_config.dim, len(speakers)).to(torch_device)
-    loss_fn = LOSSES.build(config.loss, config.loss_conf).to(torch_device)
+    num_classes = len(speakers) if loss_input == "logits" else None
+    model = build_embedder(config.to_dict(), feature_config.dim, num_classes).to(torch_device)
     if config.optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer: unknown {config.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
     optimizer = OPTIMIZERS[config.optimizer](
         list(model.parameters()) + list(loss_fn.parameters()), **config.optimizer_conf)
     scheduler = _make_scheduler(optimizer, config, steps_per_epoch)
 
-    first_epoch = 1
+    position = (1, 0)  # (epoch, batch) to start from
     if checkpoint is not None:
         model.load_state_dict(saved["model"])
         loss_fn.load_state_dict(saved["loss"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         _set_rng_state(saved["rng"])
-        first_epoch = saved["epoch"] + 1
-        logger.info("resuming from %s (epoch %d done)", checkpoint, saved["epoch"])
+        position = (saved["epoch"], saved["batch"]) if "batch" in saved else (saved["epoch"] + 1, 0)
+        logger.info("resuming from %s at epoch %d, batch %d", checkpoint, *position)
 
-    valid = _load_valid(valid_dir, feature_config, store.global_stats, speaker_index) if valid_dir else None
+    valid = _load_valid(valid_dir, feature_config, store.global_stats, speaker_index) \
+        if valid_dir and loss_input == "logits" else None
     num_params = sum(p.numel() for p in model.parameters())
     logger.info("training %s: %d speakers, %d utterances, %d batches/epoch, %.2fM parameters, device %s",
                 exp_dir.name, len(speakers), len(sampler.utts), steps_per_epoch, num_params / 1e6, torch_device)
 
-    for epoch in range(first_epoch, config.epochs + 1):
-        record = _train_epoch(model, loss_fn, optimizer, scheduler, sampler, epoch, config, torch_device)
-        if valid is not None:
-            record.update(_validate(model, loss_fn, valid, torch_device))
-        record["lr"] = scheduler.get_last_lr()[0]
-        logger.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.4g}" for k, v in record.items()
-                                                     if isinstance(v, float)))
-        with open(exp_dir / "train_log.jsonl", "a") as log:
-            log.write(json.dumps({"epoch": epoch, **record}) + "\n")
-        _save_checkpoint(models_dir / f"epoch_{epoch:03d}.pt", model, loss_fn, optimizer, scheduler,
-                         epoch, config_text, speakers)
-        _plot_curves(exp_dir)
+    with StopRequest() as stop:
+        for epoch in range(position[0], config.epochs + 1):
+            start_batch = position[1] if epoch == position[0] else 0
+            state = _TrainState(model, loss_fn, optimizer, scheduler, config_text, speakers)
+            record = _train_epoch(state, sampler, epoch, start_batch, config, torch_device, stop,
+                                  models_dir / "interrupted.pt")
+            if valid is not None:
+                record.update(_validate(model, loss_fn, valid, torch_device))
+            record["lr"] = scheduler.get_last_lr()[0]
+            logger.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.4g}" for k, v in record.items()
+                                                         if isinstance(v, float)))
+            with open(exp_dir / "train_log.jsonl", "a") as log:
+                log.write(json.dumps({"epoch": epoch, **record}) + "\n")
+            state.save(models_dir / f"epoch_{epoch:03d}.pt", epoch)
+            (models_dir / "interrupted.pt").unlink(missing_ok=True)
+            _plot_curves(exp_dir)
 
     final = models_dir / "final.pt"
-    torch.save({"model": model.state_dict(), "epoch": config.epochs}, final.with_suffix(".tmp"))
+    weights = average_checkpoints(models_dir, config.epochs, config.average_last)
+    torch.save({"model": weights, "epoch": config.epochs, "averaged": config.average_last},
+               final.with_suffix(".tmp"))
     final.with_suffix(".tmp").replace(final)
     logger.info("wrote %s", final)
     return final
 
 
-def _train_epoch(model, loss_fn, optimizer, scheduler, sampler, epoch, config, device) -> dict[str, float]:
+def average_checkpoints(models_dir: Path, last_epoch: int, count: int) -> dict[str, torch.Tensor]:
+    """Model weights averaged over the epoch checkpoints ``last_epoch - count + 1 .. last_epoch``.
+
+    Batch-norm counters are taken from the last checkpoint; other tensors are averaged.
+    """
+    epochs = range(max(1, last_epoch - count + 1), last_epoch + 1)
+    states = [torch.load(models_dir / f"epoch_{e:03d}.pt", map_location="cpu", weights_only=False)["model"]
+              for e in epochs]
+    averaged = {}
+    for key, value in states[-1].items():
+        if value.is_floating_point():
+            averaged[key] = sum(state[key] for state in states) / len(states)
+        else:
+            averaged[key] = value
+    return averaged
+
+
+class _TrainState:
+    """What a checkpoint holds, with the method that writes one."""
+
+    def __init__(self, model, loss_fn, optimizer, scheduler, config_text, speakers):
+        self.model, self.loss_fn, self.optimizer, self.scheduler = model, loss_fn, optimizer, scheduler
+        self.config_text, self.speakers = config_text, speakers
+
+    def save(self, path: Path, epoch: int, batch: int | None = None) -> None:
+        """Write a checkpoint; ``batch`` marks a mid-epoch one (resume at that batch of ``epoch``)."""
+        state = {"model": self.model.state_dict(), "loss": self.loss_fn.state_dict(),
+                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "epoch": epoch, "rng": _rng_state(), "config_text": self.config_text,
+                 "speakers": self.speakers}
+        if batch is not None:
+            state["batch"] = batch
+        tmp = path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(path)  # a checkpoint is either complete or absent
+
+
+def _train_epoch(state: _TrainState, sampler, epoch, start_batch, config, device, stop: StopRequest,
+                 interrupted_path: Path) -> dict[str, float]:
+    model, loss_fn, optimizer, scheduler = state.model, state.loss_fn, state.optimizer, state.scheduler
     model.train()
+    classifies = getattr(loss_fn, "input", "logits") == "logits"
     total_loss = correct = seen = 0.0
     frames = 0
     start = time.time()
-    progress = tqdm(sampler.batches(epoch), total=sampler.num_batches(), desc=f"epoch {epoch}/{config.epochs}",
-                    unit="batch", leave=False)
-    for batch in progress:
+    progress = tqdm(sampler.batches(epoch, start_batch), total=sampler.num_batches(), initial=start_batch,
+                    desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False)
+    for batch_number, batch in enumerate(progress, start=start_batch):
+        if model.head is not None and hasattr(model.head, "set_epoch"):
+            model.head.set_epoch(epoch - 1 + batch_number / sampler.num_batches())
         feats, lengths, labels = batch.feats.to(device), batch.lengths.to(device), batch.labels.to(device)
-        logits = model.classify(model.embed(feats, lengths))
-        loss = loss_fn(logits, labels)
+        embeddings = model.embed(feats, lengths)
+        if classifies:
+            logits = model.classify(embeddings, labels)
+            loss = loss_fn(logits, labels)
+            correct += (logits.argmax(dim=1) == labels).sum().item()
+        else:
+            loss = loss_fn(embeddings, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip > 0:
@@ -190,13 +300,18 @@ def _train_epoch(model, loss_fn, optimizer, scheduler, sampler, epoch, config, d
         optimizer.step()
         scheduler.step()
         total_loss += loss.item() * len(labels)
-        correct += (logits.argmax(dim=1) == labels).sum().item()
         seen += len(labels)
         frames += int(lengths.sum())
-        progress.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
+        progress.set_postfix(loss=f"{total_loss / seen:.3f}", **({"acc": f"{correct / seen:.3f}"} if classifies else {}))
+        if stop.signal_number is not None:
+            state.save(interrupted_path, epoch, batch_number + 1)
+            progress.close()
+            raise TrainingInterrupted(stop.signal_number, interrupted_path)
     elapsed = time.time() - start
-    return {"train_loss": total_loss / seen, "train_acc": correct / seen, "frames_per_s": frames / elapsed,
-            "epoch_s": elapsed}
+    record = {"train_loss": total_loss / max(1, seen), "frames_per_s": frames / elapsed, "epoch_s": elapsed}
+    if classifies:
+        record["train_acc"] = correct / max(1, seen)
+    return record
 
 
 def _load_valid(valid_dir: Path, feature_config, global_stats, speaker_index):
@@ -220,15 +335,6 @@ def _validate(model, loss_fn, valid, device) -> dict[str, float]:
         total_loss += loss_fn(logits, target).item() * len(target)
         correct += (logits.argmax(dim=1) == target).sum().item()
     return {"valid_loss": total_loss / max(1, len(utts)), "valid_acc": correct / max(1, len(utts))}
-
-
-def _save_checkpoint(path: Path, model, loss_fn, optimizer, scheduler, epoch, config_text, speakers) -> None:
-    state = {"model": model.state_dict(), "loss": loss_fn.state_dict(), "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict(), "epoch": epoch, "rng": _rng_state(),
-             "config_text": config_text, "speakers": speakers}
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)  # a checkpoint is either complete or absent
 
 
 def _plot_curves(exp_dir: Path) -> None:
