@@ -30,11 +30,16 @@ def speaker_posteriors(model, embeddings: np.ndarray) -> np.ndarray:
 
 
 def evaluate_identification(exp_dir: Path, embeddings_scp: Path, data_dir: Path, results_json: Path,
-                            *, name: str | None = None) -> dict:
+                            *, speaker_embeddings_scp: Path | None = None, name: str | None = None) -> dict:
     """Top-1/top-5 accuracy, per-speaker accuracy and the confusion matrix of held-out utterances.
 
-    Every utterance of ``data_dir`` must belong to a training speaker of the
-    experiment (closed set); others are an error naming them.
+    A model with a classification head gives posteriors through it.  A model
+    trained with an embedding loss (triplet, contrastive, GE2E) has none; then the
+    training speakers' mean embeddings (``speaker_embeddings_scp``, the
+    ``spk_xvector.scp`` of the training set) are scored by cosine, and a softmax
+    over the scores stands for the posteriors (only the ranking matters for
+    accuracy).  Every utterance of ``data_dir`` must belong to a training speaker
+    (closed set); others are an error naming them.
     """
     model, _, speakers = load_trained_model(exp_dir)
     ids, matrix = load_embeddings(embeddings_scp)
@@ -46,7 +51,13 @@ def evaluate_identification(exp_dir: Path, embeddings_scp: Path, data_dir: Path,
                          f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}")
     keep = [i for i, u in enumerate(ids) if u in utt2spk]
     truth = np.array([index[utt2spk[ids[i]]] for i in keep])
-    posteriors = speaker_posteriors(model, matrix[keep])
+    if model.head is not None:
+        posteriors, backend = speaker_posteriors(model, matrix[keep]), "softmax_head"
+    else:
+        if speaker_embeddings_scp is None:
+            raise ValueError(f"{exp_dir} has no classification head (embedding loss): give the training "
+                             "speakers' embeddings (spk_xvector.scp of the training set)")
+        posteriors, backend = cosine_posteriors(matrix[keep], speaker_embeddings_scp, speakers), "cosine_to_speaker_means"
     results = identification_metrics(posteriors, truth)
     confusion = confusion_matrix(truth, posteriors.argmax(axis=1), len(speakers))
     results_json = Path(results_json)
@@ -54,7 +65,7 @@ def evaluate_identification(exp_dir: Path, embeddings_scp: Path, data_dir: Path,
     write_confusion_csv(confusion_csv, confusion, speakers)
     per_speaker = per_class_accuracy(confusion)
     results.update({"kind": "identification", "confusion": str(confusion_csv),
-                    "embeddings": str(embeddings_scp), "backend": "softmax_head",
+                    "embeddings": str(embeddings_scp), "backend": backend,
                     "worst_speakers": {speakers[i]: round(float(per_speaker[i]) * 100, 2)
                                        for i in np.argsort(per_speaker)[:5] if not np.isnan(per_speaker[i])}})
     if name:
@@ -63,3 +74,18 @@ def evaluate_identification(exp_dir: Path, embeddings_scp: Path, data_dir: Path,
     logger.info("identification %s: %d test utterances, %d speakers, top-1 %.2f%%, top-5 %.2f%%",
                 results_json.stem, results["num_test"], results["num_speakers"], results["top1"], results["top5"])
     return results
+
+
+def cosine_posteriors(embeddings: np.ndarray, speaker_embeddings_scp: Path, speakers: list[str],
+                      scale: float = 30.0) -> np.ndarray:
+    """Softmax over ``scale`` x cosine similarity to each training speaker's mean embedding."""
+    speaker_ids, speaker_matrix = load_embeddings(speaker_embeddings_scp)
+    position = {s: i for i, s in enumerate(speaker_ids)}
+    missing = [s for s in speakers if s not in position]
+    if missing:
+        raise ValueError(f"{speaker_embeddings_scp} lacks training speakers: {', '.join(missing[:5])}")
+    means = speaker_matrix[[position[s] for s in speakers]]
+    means = means / (np.linalg.norm(means, axis=1, keepdims=True) + 1e-12)
+    tests = embeddings / (np.linalg.norm(embeddings, axis=1, keepdims=True) + 1e-12)
+    logits = torch.from_numpy(scale * tests @ means.T)
+    return torch.softmax(logits, dim=1).numpy()

@@ -84,7 +84,8 @@ fi
 current_stage=4
 if stage_active 4; then
   log "stage 4: embeddings"
-  for s in $test_sets $ident_sets; do
+  # the training set too: its speaker means identify speakers for models without a classifier head
+  for s in $test_sets $ident_sets $([ -n "$ident_sets" ] && echo "$train_set"); do
     run spk embed --exp-dir "$exp" --data-dir data/$s --out-dir "$exp/embeddings/$s" --device "$device"
   done
   if [ "$baseline" = true ]; then
@@ -112,6 +113,7 @@ if stage_active 5; then
   done
   for s in $ident_sets; do
     run spk eval-id --exp-dir "$exp" --embeddings "$exp/embeddings/$s/xvector.scp" --data-dir data/$s \
+      --speaker-embeddings "$exp/embeddings/$train_set/spk_xvector.scp" \
       --results-out "$exp/results/${s}_identification.json"
   done
 fi

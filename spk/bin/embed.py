@@ -33,12 +33,15 @@ def embed(exp_dir, data_dir, out_dir, device):
 @click.option("--data-dir", required=True, type=click.Path(exists=True, file_okay=False),
               help="Data dir of the held-out utterances (for their speakers).")
 @click.option("--results-out", required=True, type=click.Path(dir_okay=False))
-def eval_id(exp_dir, embeddings, data_dir, results_out):
+@click.option("--speaker-embeddings", type=click.Path(exists=True, dir_okay=False),
+              help="spk_xvector.scp of the training set, for models without a classification head.")
+def eval_id(exp_dir, embeddings, data_dir, results_out, speaker_embeddings):
     """Closed-set identification over the training speakers: top-1, top-5 and a confusion matrix."""
     from spk.identify import evaluate_identification
 
     try:
-        evaluate_identification(Path(exp_dir), Path(embeddings), Path(data_dir), Path(results_out))
+        evaluate_identification(Path(exp_dir), Path(embeddings), Path(data_dir), Path(results_out),
+                                speaker_embeddings_scp=Path(speaker_embeddings) if speaker_embeddings else None)
     except (FileNotFoundError, ValueError) as error:
         raise click.ClickException(str(error)) from None
 

@@ -356,7 +356,8 @@ def load_trained_model(exp_dir: Path, device: str = "cpu") -> tuple[SpeakerEmbed
     config = ExperimentConfig.from_yaml(exp_dir / "config.yaml")
     speakers = (exp_dir / "speakers.txt").read_text().split()
     feature_config = FeatureConfig.from_dict(config.features)
-    model = build_embedder(config.to_dict(), feature_config.dim, len(speakers))
+    has_head = getattr(LOSSES.get(config.loss), "input", "logits") == "logits"
+    model = build_embedder(config.to_dict(), feature_config.dim, len(speakers) if has_head else None)
     model.load_state_dict(torch.load(final, map_location="cpu", weights_only=False)["model"])
     model.to(resolve_device(device)).eval()
     return model, config, speakers
