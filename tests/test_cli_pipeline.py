@@ -44,15 +44,6 @@ def restore_logging():
         logger.propagate = propagate
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def run(*args) -> Result:
     return CliRunner().invoke(main, [str(a) for a in args])

@@ -9,14 +9,6 @@ from spk.models.registry import Registry, RegistryError
 FEAT_DIM = 12
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: intra-op threads only add overhead (and stall badly on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def batch(lengths, dim=FEAT_DIM, seed=0):
     """A padded batch (zeros beyond each length) and its lengths."""

@@ -19,14 +19,6 @@ ENCODER_OPTIONS = [
 POOLINGS = {"mean": 1, "stats": 2, "last": 1, "attentive_stats": 2}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: intra-op threads only add overhead."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def batch(lengths, dim=FEAT_DIM, seed=0):
     """A padded batch (zeros beyond each length) and its lengths."""

@@ -3,7 +3,6 @@ checkpoint averaging, and identification of a head-less model by cosine to speak
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,13 +15,6 @@ from spk.train.dataset import FeatureStore, SpeakerBalancedSampler
 from spk.train.trainer import average_checkpoints, load_trained_model, train
 from tests.test_trainer import FEATURES, TINY, corpus, speaker_styles, write_feature_dir
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -43,14 +43,6 @@ TINY = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models train much faster on one thread than on several."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def speaker_styles(num_speakers: int, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per speaker: a per-dimension scale and offset.  Utterance CMVN removes the offset
