@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -34,8 +35,11 @@ def setup(tmp_path_factory):
     return root
 
 
+SPK = str(Path(sys.executable).with_name("spk"))  # the console script of this environment
+
+
 def train_command(root: Path, exp: str) -> list[str]:
-    return ["spk", "train", "--config", str(root / "tiny.yaml"), "--train-dir", str(root / "train"),
+    return [SPK, "train", "--config", str(root / "tiny.yaml"), "--train-dir", str(root / "train"),
             "--feature-config", str(root / "features.yaml"),
             "--exp-dir", str(root / exp), "--threads", "1"]
 
