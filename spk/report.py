@@ -288,7 +288,8 @@ def plot_training_curves(path: str | os.PathLike, log_records: Sequence[Mapping]
         for key in keys:
             points = [(xi, r[key]) for xi, r in zip(x, log_records) if isinstance(r.get(key), (int, float))]
             ax.plot(*zip(*points), marker="o" if len(points) < 30 else None, markersize=3, label=key)
-        if panel == "learning rate":
+        if panel == "learning rate" and all(r.get(k, 1) > 0 for r in log_records for k in keys
+                                             if isinstance(r.get(k), (int, float))):
             ax.set_yscale("log")
         ax.set_title(panel)
         ax.set_xlabel(x_key or "record")

@@ -20,12 +20,13 @@ config=conf/lstm_softmax.yaml  # experiment config; exp/<tag> with tag = its fil
 tag=                         # override the experiment tag
 min_frames=200               # stage 2: drop shorter utterances
 min_utts=2                   # stage 2: drop speakers with fewer utterances
-valid_per_spk=1              # stage 2: utterances per speaker held out for validation
+valid_per_spk=1              # stage 2: utterances per speaker held out for validation accuracy
+valid_speakers=0             # stage 2: speakers held out of training for the validation EER
 backend=cosine               # stage 5 scoring backend
 baseline=true                # also score the no-training MFCC-mean baseline
 force=false                  # redo finished work
 threads=0                    # torch threads for training (0 = all cores)
-spk_option_names="stage stop_stage nj device prep_cmd train_set test_sets ident_sets feature_config config tag min_frames min_utts valid_per_spk backend baseline force threads"
+spk_option_names="stage stop_stage nj device prep_cmd train_set test_sets ident_sets feature_config config tag min_frames min_utts valid_per_spk valid_speakers backend baseline force threads"
 
 command_line="$0 $*"
 . "$(dirname "${BASH_SOURCE[0]}")/parse_options.sh"
@@ -65,12 +66,13 @@ current_stage=2
 if stage_active 2; then
   log "stage 2: training examples"
   run spk egs --min-frames "$min_frames" --min-utts "$min_utts" --valid-per-spk "$valid_per_spk" \
-    data/$train_set "$egs"
+    --valid-speakers "$valid_speakers" data/$train_set "$egs"
 fi
 
 current_stage=3
 if stage_active 3; then
   valid_opt=(); [ -d "$egs/valid" ] && valid_opt=(--valid-dir "$egs/valid")
+  [ -d "$egs/valid_trials" ] && valid_opt+=(--valid-trials-dir "$egs/valid_trials")
   if [ -f "$exp/models/final.pt" ] && [ "$stage" -ne 3 ] && [ "$force" != true ]; then
     log "stage 3: $exp is already trained; skipping (run with --stage 3 to retrain)"
   else

@@ -301,7 +301,7 @@ def test_prepare_training_dirs(tmp_path, styles):
     write_feature_dir(src, utts, styles, seed=2)
     counts = prepare_training_dirs(src, tmp_path / "egs", min_frames=100, min_utts_per_speaker=2,
                                    valid_per_speaker=1, seed=0)
-    assert counts == {"train": 7, "valid": 3, "dropped_utts": 5, "dropped_speakers": 1}
+    assert counts == {"train": 7, "valid": 3, "valid_trials_utts": 0, "dropped_utts": 5, "dropped_speakers": 1}
     train_utts = DataDir(tmp_path / "egs/train").utt2spk()
     valid_utts = DataDir(tmp_path / "egs/valid").utt2spk()
     assert not set(train_utts) & set(valid_utts)

@@ -18,15 +18,17 @@ from spk.train.config import ConfigError, ExperimentConfig
 @click.option("--min-frames", default=200, show_default=True, help="Drop utterances shorter than this.")
 @click.option("--min-utts", default=2, show_default=True, help="Drop speakers with fewer usable utterances.")
 @click.option("--valid-per-spk", default=1, show_default=True, help="Utterances per speaker held out for validation.")
+@click.option("--valid-speakers", default=0, show_default=True,
+              help="Speakers held out of training, with a trial list, for the validation EER.")
 @click.option("--seed", default=0, show_default=True)
-def egs(src, dst, min_frames, min_utts, valid_per_spk, seed):
+def egs(src, dst, min_frames, min_utts, valid_per_spk, valid_speakers, seed):
     """Training examples: write DST/train and DST/valid from the data dir SRC (with features)."""
     from spk.train.egs import prepare_training_dirs
 
     try:
         validate_data_dir(src, need_feats=True)
         prepare_training_dirs(Path(src), Path(dst), min_frames=min_frames, min_utts_per_speaker=min_utts,
-                              valid_per_speaker=valid_per_spk, seed=seed)
+                              valid_per_speaker=valid_per_spk, valid_speakers=valid_speakers, seed=seed)
     except (DataDirError, DataDirUsageError) as error:
         raise click.ClickException(str(error)) from None
 
@@ -37,13 +39,16 @@ def egs(src, dst, min_frames, min_utts, valid_per_spk, seed):
 @click.option("--feature-config", type=click.Path(exists=True, dir_okay=False),
               help="Feature config the training features were made with [default: 80-dim fbank].")
 @click.option("--train-dir", required=True, type=click.Path(exists=True, file_okay=False))
-@click.option("--valid-dir", type=click.Path(exists=True, file_okay=False), help="Validation data dir.")
+@click.option("--valid-dir", type=click.Path(exists=True, file_okay=False),
+              help="Held-out utterances of training speakers (validation loss and accuracy).")
+@click.option("--valid-trials-dir", type=click.Path(exists=True, file_okay=False),
+              help="Unseen speakers with a trials file (validation EER, best model, early stopping).")
 @click.option("--exp-dir", required=True, type=click.Path(file_okay=False), help="exp/<tag>")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto.")
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="Continue from the latest checkpoint of the same config, or start afresh.")
 @click.option("--threads", default=0, help="torch CPU threads [default: all cores].")
-def train(config_path, feature_config, train_dir, valid_dir, exp_dir, device, resume, threads):
+def train(config_path, feature_config, train_dir, valid_dir, valid_trials_dir, exp_dir, device, resume, threads):
     """Train a speaker embedder into EXP_DIR (config.yaml, models/, train_log.jsonl, plots/)."""
     import torch
 
@@ -56,9 +61,11 @@ def train(config_path, feature_config, train_dir, valid_dir, exp_dir, device, re
         config = ExperimentConfig.from_yaml(config_path)
         features = FeatureConfig.from_yaml(feature_config) if feature_config else FeatureConfig()
         validate_data_dir(train_dir, need_feats=True)
-        if valid_dir:
-            validate_data_dir(valid_dir, need_feats=True)
+        for extra in (valid_dir, valid_trials_dir):
+            if extra:
+                validate_data_dir(extra, need_feats=True)
         run_training(Path(exp_dir), config, features, Path(train_dir), Path(valid_dir) if valid_dir else None,
+                     valid_trials_dir=Path(valid_trials_dir) if valid_trials_dir else None,
                      device=device, resume=resume)
     except TrainingInterrupted as stopped:
         click.echo(f"Stopped: {stopped}", err=True)

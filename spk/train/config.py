@@ -57,6 +57,7 @@ class ExperimentConfig:
     grad_clip: float = 5.0
     seed: int = 0
     average_last: int = 1  # final model = average of the last N epoch checkpoints
+    early_stopping_patience: int = 0  # stop after N epochs without a better validation EER (0 = never)
     preload: bool = True  # hold all training features in memory
     features: dict[str, Any] = field(default_factory=dict)  # filled in by stage 3
 

@@ -135,7 +135,8 @@ def make_sampler(config: ExperimentConfig, store: FeatureStore, utt2label: dict[
 
 
 def train(exp_dir: Path, config: ExperimentConfig, feature_config: FeatureConfig, train_dir: Path,
-          valid_dir: Path | None = None, *, device: str = "cpu", resume: bool = True) -> Path:
+          valid_dir: Path | None = None, *, valid_trials_dir: Path | None = None, device: str = "cpu",
+          resume: bool = True) -> Path:
     """Train an embedder on ``train_dir`` (a data dir with feats.scp) into ``exp_dir``.
 
     With ``resume`` a run continues from the latest checkpoint of an identical
@@ -205,10 +206,12 @@ def train(exp_dir: Path, config: ExperimentConfig, feature_config: FeatureConfig
 
     valid = _load_valid(valid_dir, feature_config, store.global_stats, speaker_index) \
         if valid_dir and loss_input == "logits" else None
+    trials = _load_valid_trials(valid_trials_dir, feature_config, store.global_stats) if valid_trials_dir else None
     num_params = sum(p.numel() for p in model.parameters())
     logger.info("training %s: %d speakers, %d utterances, %d batches/epoch, %.2fM parameters, device %s",
                 exp_dir.name, len(speakers), len(sampler.utts), steps_per_epoch, num_params / 1e6, torch_device)
 
+    last_epoch = position[0] - 1
     with StopRequest() as stop:
         for epoch in range(position[0], config.epochs + 1):
             start_batch = position[1] if epoch == position[0] else 0
@@ -217,6 +220,8 @@ def train(exp_dir: Path, config: ExperimentConfig, feature_config: FeatureConfig
                                   models_dir / "interrupted.pt")
             if valid is not None:
                 record.update(_validate(model, loss_fn, valid, torch_device))
+            if trials is not None:
+                record["valid_eer"] = _validation_eer(model, trials, torch_device)
             record["lr"] = scheduler.get_last_lr()[0]
             logger.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.4g}" for k, v in record.items()
                                                          if isinstance(v, float)))
@@ -225,14 +230,33 @@ def train(exp_dir: Path, config: ExperimentConfig, feature_config: FeatureConfig
             state.save(models_dir / f"epoch_{epoch:03d}.pt", epoch)
             (models_dir / "interrupted.pt").unlink(missing_ok=True)
             _plot_curves(exp_dir)
+            last_epoch = epoch
+            if trials is not None and _track_best(exp_dir, models_dir, epoch, config.early_stopping_patience):
+                logger.info("early stopping after epoch %d: no better validation EER for %d epochs",
+                            epoch, config.early_stopping_patience)
+                break
 
     final = models_dir / "final.pt"
-    weights = average_checkpoints(models_dir, config.epochs, config.average_last)
-    torch.save({"model": weights, "epoch": config.epochs, "averaged": config.average_last},
+    weights = average_checkpoints(models_dir, last_epoch, config.average_last)
+    torch.save({"model": weights, "epoch": last_epoch, "averaged": config.average_last},
                final.with_suffix(".tmp"))
     final.with_suffix(".tmp").replace(final)
     logger.info("wrote %s", final)
     return final
+
+
+def _track_best(exp_dir: Path, models_dir: Path, epoch: int, patience: int) -> bool:
+    """Keep ``models/best.pt`` at the epoch with the lowest validation EER so far; True to stop early.
+
+    Decided from ``train_log.jsonl``, so a resumed run decides exactly as an uninterrupted one.
+    """
+    records = [json.loads(line) for line in open(exp_dir / "train_log.jsonl")]
+    eers = {r["epoch"]: r["valid_eer"] for r in records if "valid_eer" in r and r["epoch"] <= epoch}
+    best_epoch = min(eers, key=lambda e: (eers[e], e))
+    if best_epoch == epoch:
+        shutil.copyfile(models_dir / f"epoch_{epoch:03d}.pt", models_dir / "best.tmp")
+        (models_dir / "best.tmp").replace(models_dir / "best.pt")
+    return patience > 0 and epoch - best_epoch >= patience
 
 
 def average_checkpoints(models_dir: Path, last_epoch: int, count: int) -> dict[str, torch.Tensor]:
@@ -321,6 +345,33 @@ def _load_valid(valid_dir: Path, feature_config, global_stats, speaker_index):
                          cmvn_scp=str(cmvn) if cmvn.exists() else None, global_stats=global_stats)
     utts = [u for u in store.keys if utt2spk.get(u) in speaker_index]
     return store, utts, [speaker_index[utt2spk[u]] for u in utts]
+
+
+def _load_valid_trials(trials_dir: Path, feature_config, global_stats):
+    from spk.scoring import read_trials
+
+    cmvn = trials_dir / "cmvn.scp"
+    store = FeatureStore(str(trials_dir / "feats.scp"), feature_config,
+                         cmvn_scp=str(cmvn) if cmvn.exists() else None, global_stats=global_stats)
+    enroll, test, labels = read_trials(trials_dir / "trials")
+    if labels is None:
+        raise ValueError(f"{trials_dir}/trials has no target/nontarget labels")
+    return store, (enroll, test, labels)
+
+
+@torch.no_grad()
+def _validation_eer(model, trials, device) -> float:
+    """EER (percent) of cosine scoring of the validation trials with the current model."""
+    from spk.embed import embed_store
+    from spk.metrics import compute_eer
+    from spk.scoring import score_trials
+
+    store, (enroll, test, labels) = trials
+    model.eval()
+    embeddings = embed_store(model, store, store.keys, device=str(device))
+    model.train()
+    scores = score_trials((enroll, test), (store.keys, embeddings), (store.keys, embeddings))
+    return 100.0 * compute_eer(scores, labels)[0]
 
 
 @torch.no_grad()
