@@ -84,6 +84,7 @@ class ChunkSampler:
         self.batch_size = batch_size
         self.chunk_frames = chunk_frames
         self.seed = seed
+        self.rank, self.world_size = 0, 1
         mean_chunk = (chunk_frames[0] + chunk_frames[1]) / 2
         if chunks_per_second > 0:
             per_utt = self.lengths * frame_shift_s * chunks_per_second
@@ -92,8 +93,19 @@ class ChunkSampler:
         self.chunks_per_utt = np.maximum(1, np.round(per_utt)).astype(np.int64)
 
     def num_batches(self) -> int:
-        """Batches per epoch (the last partial batch is dropped)."""
+        """Batches per epoch over all processes (the last partial batch is dropped)."""
         return int(self.chunks_per_utt.sum()) // self.batch_size
+
+    def shard(self, rank: int, world_size: int) -> None:
+        """Make :meth:`batches` yield only this process's share (every ``world_size``-th batch, from ``rank``).
+
+        All processes plan the same epoch, so together they see each batch once.
+        """
+        self.rank, self.world_size = rank, world_size
+
+    def num_local_batches(self) -> int:
+        """Batches per epoch for this process (equal for every process)."""
+        return self.num_batches() // self.world_size
 
     def epoch_plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         """(utterance index per chunk, chunk length per batch) for ``epoch``, deterministic."""
@@ -105,11 +117,13 @@ class ChunkSampler:
         return order, chunk_lengths
 
     def batches(self, epoch: int, start_batch: int = 0):
-        """Yield the batches of ``epoch`` from ``start_batch`` on (for resuming mid-epoch)."""
+        """Yield this process's batches of ``epoch`` from its ``start_batch``-th on (to resume mid-epoch)."""
         order, chunk_lengths = self.epoch_plan(epoch)
         rng = np.random.default_rng([self.seed, epoch, 1])
         offsets = rng.random(len(order))
-        for b in range(start_batch, self.num_batches()):
+        world_size, rank = self.world_size, self.rank
+        for local in range(start_batch, self.num_local_batches()):
+            b = local * world_size + rank
             rows = slice(b * self.batch_size, (b + 1) * self.batch_size)
             yield self._cut(order[rows], offsets[rows], int(chunk_lengths[b]))
 

@@ -32,6 +32,7 @@ from spk.features import FeatureConfig
 from spk.losses import LOSSES
 from spk.models import build_embedder
 from spk.models.embedder import SpeakerEmbedder
+from spk.train import distributed
 from spk.train.config import ExperimentConfig
 from spk.train.dataset import ChunkSampler, FeatureStore, SpeakerBalancedSampler, pad_batch
 
@@ -148,7 +149,8 @@ def train(exp_dir: Path, config: ExperimentConfig, feature_config: FeatureConfig
     exp_dir = Path(exp_dir)
     models_dir = exp_dir / "models"
     config.features = feature_config.to_dict()
-    torch_device = resolve_device(device)
+    context = distributed.setup(resolve_device(device))
+    torch_device = context.device
     torch.manual_seed(config.seed)
 
     utt2spk = read_utt2spk(train_dir / "utt2spk")
@@ -162,12 +164,14 @@ def train(exp_dir: Path, config: ExperimentConfig, feature_config: FeatureConfig
         if saved.get("config_text") != config_text or saved.get("speakers") != speakers:
             logger.info("config or training speakers changed since %s; training from scratch", checkpoint)
             checkpoint = None
-    if checkpoint is None and models_dir.exists():
-        shutil.rmtree(models_dir)
-        (exp_dir / "train_log.jsonl").unlink(missing_ok=True)
-    models_dir.mkdir(parents=True, exist_ok=True)
-    config.save(exp_dir / "config.yaml")
-    (exp_dir / "speakers.txt").write_text("".join(s + "\n" for s in speakers))
+    distributed.barrier(context)  # every process has decided before rank 0 cleans up
+    if context.is_main:
+        if checkpoint is None and models_dir.exists():
+            shutil.rmtree(models_dir)
+            (exp_dir / "train_log.jsonl").unlink(missing_ok=True)
+        models_dir.mkdir(parents=True, exist_ok=True)
+        config.save(exp_dir / "config.yaml")
+        (exp_dir / "speakers.txt").write_text("".join(s + "\n" for s in speakers))
 
     store = FeatureStore(str(train_dir / "feats.scp"), feature_config,
                          cmvn_scp=str(train_dir / "cmvn.scp") if (train_dir / "cmvn.scp").exists() else None,
@@ -176,13 +180,14 @@ def train(exp_dir: Path, config: ExperimentConfig, feature_config: FeatureConfig
     if feature_dim != feature_config.dim:
         raise ValueError(f"{train_dir}/feats.scp has {feature_dim}-dim features but the feature config "
                          f"gives {feature_config.dim}; pass the feature config the features were made with")
-    if store.global_stats is not None:
+    if store.global_stats is not None and context.is_main:
         np.save(exp_dir / "global_cmvn.npy", store.global_stats)
 
     loss_fn = LOSSES.build(config.loss, config.loss_conf).to(torch_device)
     loss_input = getattr(loss_fn, "input", "logits")
     sampler = make_sampler(config, store, {u: speaker_index[s] for u, s in utt2spk.items()}, loss_input)
-    steps_per_epoch = sampler.num_batches()
+    sampler.shard(context.rank, context.world_size)
+    steps_per_epoch = sampler.num_local_batches()
     if steps_per_epoch == 0:
         raise ValueError(f"{train_dir}: too little data for one batch of {sampler.batch_size} chunks")
 
@@ -204,39 +209,63 @@ def train(exp_dir: Path, config: ExperimentConfig, feature_config: FeatureConfig
         position = (saved["epoch"], saved["batch"]) if "batch" in saved else (saved["epoch"] + 1, 0)
         logger.info("resuming from %s at epoch %d, batch %d", checkpoint, *position)
 
+    validates = context.is_main  # validation runs on rank 0 only
     valid = _load_valid(valid_dir, feature_config, store.global_stats, speaker_index) \
-        if valid_dir and loss_input == "logits" else None
-    trials = _load_valid_trials(valid_trials_dir, feature_config, store.global_stats) if valid_trials_dir else None
+        if valid_dir and loss_input == "logits" and validates else None
+    trials = _load_valid_trials(valid_trials_dir, feature_config, store.global_stats) \
+        if valid_trials_dir and validates else None
+    train_step = distributed.wrap(distributed.TrainStep(model, loss_fn), context)
     num_params = sum(p.numel() for p in model.parameters())
     logger.info("training %s: %d speakers, %d utterances, %d batches/epoch, %.2fM parameters, device %s",
                 exp_dir.name, len(speakers), len(sampler.utts), steps_per_epoch, num_params / 1e6, torch_device)
 
     last_epoch = position[0] - 1
-    with StopRequest() as stop:
-        for epoch in range(position[0], config.epochs + 1):
-            start_batch = position[1] if epoch == position[0] else 0
-            state = _TrainState(model, loss_fn, optimizer, scheduler, config_text, speakers)
-            record = _train_epoch(state, sampler, epoch, start_batch, config, torch_device, stop,
-                                  models_dir / "interrupted.pt")
-            if valid is not None:
-                record.update(_validate(model, loss_fn, valid, torch_device))
-            if trials is not None:
-                record["valid_eer"] = _validation_eer(model, trials, torch_device)
-            record["lr"] = scheduler.get_last_lr()[0]
-            logger.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.4g}" for k, v in record.items()
-                                                         if isinstance(v, float)))
-            with open(exp_dir / "train_log.jsonl", "a") as log:
-                log.write(json.dumps({"epoch": epoch, **record}) + "\n")
-            state.save(models_dir / f"epoch_{epoch:03d}.pt", epoch)
-            (models_dir / "interrupted.pt").unlink(missing_ok=True)
-            _plot_curves(exp_dir)
-            last_epoch = epoch
-            if trials is not None and _track_best(exp_dir, models_dir, epoch, config.early_stopping_patience):
-                logger.info("early stopping after epoch %d: no better validation EER for %d epochs",
-                            epoch, config.early_stopping_patience)
-                break
+    all_ranks_agree = False  # every rank left the loop the same way: safe to wait for the others
+    try:
+        with StopRequest() as stop:
+            for epoch in range(position[0], config.epochs + 1):
+                start_batch = position[1] if epoch == position[0] else 0
+                state = _TrainState(model, loss_fn, optimizer, scheduler, config_text, speakers)
+                record = _train_epoch(state, train_step, sampler, epoch, start_batch, config, context, stop,
+                                      models_dir / "interrupted.pt")
+                if not context.is_main:
+                    last_epoch = epoch
+                    if distributed.broadcast_flag(context, False):
+                        break
+                    continue
+                if valid is not None:
+                    record.update(_validate(model, loss_fn, valid, torch_device))
+                if trials is not None:
+                    record["valid_eer"] = _validation_eer(model, trials, torch_device)
+                record["lr"] = scheduler.get_last_lr()[0]
+                logger.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.4g}" for k, v in record.items()
+                                                             if isinstance(v, float)))
+                with open(exp_dir / "train_log.jsonl", "a") as log:
+                    log.write(json.dumps({"epoch": epoch, **record}) + "\n")
+                state.save(models_dir / f"epoch_{epoch:03d}.pt", epoch)
+                (models_dir / "interrupted.pt").unlink(missing_ok=True)
+                _plot_curves(exp_dir)
+                last_epoch = epoch
+                stop_early = trials is not None and _track_best(exp_dir, models_dir, epoch,
+                                                                config.early_stopping_patience)
+                if distributed.broadcast_flag(context, stop_early):
+                    logger.info("early stopping after epoch %d: no better validation EER for %d epochs",
+                                epoch, config.early_stopping_patience)
+                    break
+        all_ranks_agree = True
+    except TrainingInterrupted:
+        all_ranks_agree = True  # every rank saw the stop request (any_true) and raised it
+        raise
+    finally:
+        del train_step  # DDP's reducer must go before its process group
+        distributed.cleanup(context, wait=all_ranks_agree)
+    if context.enabled:  # replicas that stayed in step end with the same weights
+        logger.info("rank %d final weight checksum %.6f", context.rank,
+                    sum(float(p.detach().double().sum()) for p in model.parameters()))
 
     final = models_dir / "final.pt"
+    if not context.is_main:
+        return final
     weights = average_checkpoints(models_dir, last_epoch, config.average_last)
     torch.save({"model": weights, "epoch": last_epoch, "averaged": config.average_last},
                final.with_suffix(".tmp"))
@@ -296,27 +325,24 @@ class _TrainState:
         tmp.replace(path)  # a checkpoint is either complete or absent
 
 
-def _train_epoch(state: _TrainState, sampler, epoch, start_batch, config, device, stop: StopRequest,
-                 interrupted_path: Path) -> dict[str, float]:
+def _train_epoch(state: _TrainState, train_step, sampler, epoch, start_batch, config, context,
+                 stop: StopRequest, interrupted_path: Path) -> dict[str, float]:
     model, loss_fn, optimizer, scheduler = state.model, state.loss_fn, state.optimizer, state.scheduler
+    device = context.device
     model.train()
     classifies = getattr(loss_fn, "input", "logits") == "logits"
     total_loss = correct = seen = 0.0
     frames = 0
     start = time.time()
-    progress = tqdm(sampler.batches(epoch, start_batch), total=sampler.num_batches(), initial=start_batch,
-                    desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False)
+    progress = tqdm(sampler.batches(epoch, start_batch), total=sampler.num_local_batches(), initial=start_batch,
+                    desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False, disable=not context.is_main)
     for batch_number, batch in enumerate(progress, start=start_batch):
         if model.head is not None and hasattr(model.head, "set_epoch"):
-            model.head.set_epoch(epoch - 1 + batch_number / sampler.num_batches())
+            model.head.set_epoch(epoch - 1 + batch_number / sampler.num_local_batches())
         feats, lengths, labels = batch.feats.to(device), batch.lengths.to(device), batch.labels.to(device)
-        embeddings = model.embed(feats, lengths)
-        if classifies:
-            logits = model.classify(embeddings, labels)
-            loss = loss_fn(logits, labels)
+        loss, logits = train_step(feats, lengths, labels)
+        if logits is not None:
             correct += (logits.argmax(dim=1) == labels).sum().item()
-        else:
-            loss = loss_fn(embeddings, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip > 0:
@@ -327,10 +353,11 @@ def _train_epoch(state: _TrainState, sampler, epoch, start_batch, config, device
         seen += len(labels)
         frames += int(lengths.sum())
         progress.set_postfix(loss=f"{total_loss / seen:.3f}", **({"acc": f"{correct / seen:.3f}"} if classifies else {}))
-        if stop.signal_number is not None:
-            state.save(interrupted_path, epoch, batch_number + 1)
+        if distributed.any_true(context, stop.signal_number is not None):
+            if context.is_main:
+                state.save(interrupted_path, epoch, batch_number + 1)
             progress.close()
-            raise TrainingInterrupted(stop.signal_number, interrupted_path)
+            raise TrainingInterrupted(stop.signal_number or signal.SIGTERM, interrupted_path)
     elapsed = time.time() - start
     record = {"train_loss": total_loss / max(1, seen), "frames_per_s": frames / elapsed, "epoch_s": elapsed}
     if classifies:
