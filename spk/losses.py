@@ -35,9 +35,12 @@ class SoftmaxCrossEntropy(nn.Module):
     def __init__(self, label_smoothing: float = 0.0):
         super().__init__()
         self.label_smoothing = label_smoothing
+        # Per-speaker weights against imbalanced data (set by the trainer; empty = unweighted).
+        self.register_buffer("class_weights", torch.empty(0), persistent=False)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        weight = self.class_weights if self.class_weights.numel() else None
+        return F.cross_entropy(logits, labels, weight=weight, label_smoothing=self.label_smoothing)
 
 
 # ---------------------------------------------------------------- helpers

@@ -26,7 +26,8 @@ backend=cosine               # stage 5 scoring backend
 baseline=true                # also score the no-training MFCC-mean baseline
 force=false                  # redo finished work
 threads=0                    # torch threads for training (0 = all cores)
-spk_option_names="stage stop_stage nj device prep_cmd train_set test_sets ident_sets feature_config config tag min_frames min_utts valid_per_spk valid_speakers backend baseline force threads"
+train_nproc=1                # stage 3: >1 trains with torchrun DDP, this many processes (GPUs) on this machine
+spk_option_names="stage stop_stage nj device prep_cmd train_set test_sets ident_sets feature_config config tag min_frames min_utts valid_per_spk valid_speakers backend baseline force threads train_nproc"
 
 command_line="$0 $*"
 . "$(dirname "${BASH_SOURCE[0]}")/parse_options.sh"
@@ -78,7 +79,9 @@ if stage_active 3; then
   else
     resume=--resume; [ -f "$exp/models/final.pt" ] && resume=--no-resume
     log "stage 3: training $exp ($config)"
-    run spk train --config "$config" --feature-config "$feature_config" --train-dir "$egs/train" \
+    trainer=(spk)
+    [ "$train_nproc" -gt 1 ] && trainer=(torchrun --standalone --nproc_per_node "$train_nproc" -m spk)
+    run "${trainer[@]}" train --config "$config" --feature-config "$feature_config" --train-dir "$egs/train" \
       "${valid_opt[@]}" --exp-dir "$exp" --device "$device" --threads "$threads" $resume
   fi
 fi

@@ -9,6 +9,14 @@ An experiment YAML in ``conf/`` names parts and their options::
     loss: softmax
     epochs: 12
 
+Two-phase training (e.g. softmax pre-training, then triplet fine-tuning) names the
+second phase's training options under ``finetune``; it starts from the first
+phase's weights (the classifier head is dropped when the new loss needs none)::
+
+    loss: softmax
+    epochs: 8
+    finetune: {loss: triplet, loss_conf: {margin: 0.2}, epochs: 4, optimizer_conf: {lr: 0.0002}}
+
 Unknown keys are errors.  Stage 3 resolves the config (defaults filled in, the
 feature config and training speakers added) and saves it as
 ``exp/<tag>/config.yaml``; later stages read only that file.
@@ -16,7 +24,7 @@ feature config and training speakers added) and saves it as
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +35,12 @@ from spk.configs import dataclass_from_dict, read_yaml_mapping
 
 class ConfigError(ValueError):
     """An experiment config has an unknown key or an invalid value."""
+
+
+SPEAKER_BALANCE = ("none", "class_weights", "oversample")
+# Keys a fine-tuning phase cannot change: the network's shape, and what is shared by both phases.
+PHASE_FIXED_KEYS = {"encoder", "encoder_conf", "pooling", "pooling_conf", "segment_layers", "embedding_dim",
+                    "features", "finetune", "preload"}
 
 
 @dataclass
@@ -58,7 +72,9 @@ class ExperimentConfig:
     seed: int = 0
     average_last: int = 1  # final model = average of the last N epoch checkpoints
     early_stopping_patience: int = 0  # stop after N epochs without a better validation EER (0 = never)
+    speaker_balance: str = "none"  # none | class_weights | oversample: against speakers with little speech
     preload: bool = True  # hold all training features in memory
+    finetune: dict[str, Any] = field(default_factory=dict)  # second training phase: overrides, see above
     features: dict[str, Any] = field(default_factory=dict)  # filled in by stage 3
 
     def __post_init__(self) -> None:
@@ -69,6 +85,32 @@ class ExperimentConfig:
                      "average_last"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}")
+        if self.speaker_balance not in SPEAKER_BALANCE:
+            raise ConfigError(f"speaker_balance: unknown {self.speaker_balance!r}; "
+                              f"choose one of {', '.join(SPEAKER_BALANCE)}")
+        if self.finetune:
+            self.phases()  # check the second phase's keys now, not after the first phase trained
+
+    def phases(self) -> list["ExperimentConfig"]:
+        """The training phases: this config alone, or its first phase and the ``finetune`` phase."""
+        if not self.finetune:
+            return [self]
+        if not isinstance(self.finetune, dict):
+            raise ConfigError(f"finetune: expected a mapping of training options, got {self.finetune!r}")
+        unknown = sorted(set(self.finetune) - {f.name for f in fields(self)})
+        if unknown:
+            raise ConfigError(f"finetune: unknown key(s) {', '.join(unknown)}")
+        fixed = sorted(set(self.finetune) & PHASE_FIXED_KEYS)
+        if fixed:
+            raise ConfigError(f"finetune: {', '.join(fixed)} cannot change between phases (the model "
+                              f"architecture is shared); allowed: training options such as loss, "
+                              f"loss_conf, head, optimizer_conf, epochs")
+        first = replace(self, finetune={})
+        try:
+            second = replace(first, **self.finetune)
+        except (ConfigError, TypeError) as err:
+            raise ConfigError(f"finetune: {err}") from None
+        return [first, second]
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "experiment config") -> "ExperimentConfig":

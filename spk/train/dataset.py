@@ -67,11 +67,17 @@ class Batch:
 
 
 class ChunkSampler:
-    """Plans the chunks of each epoch and cuts batches from a :class:`FeatureStore`."""
+    """Plans the chunks of each epoch and cuts batches from a :class:`FeatureStore`.
+
+    Each utterance gives chunks in proportion to its length, so a speaker with
+    more speech is seen more often.  ``oversample`` instead draws the epoch's
+    chunks (with replacement) so that every speaker gets the same share, within
+    a speaker in proportion to utterance length: the usual answer to imbalanced data.
+    """
 
     def __init__(self, store: FeatureStore, utt2label: dict[str, int], *, batch_size: int,
                  chunk_frames: tuple[int, int], chunks_per_second: float = 0.0, seed: int = 0,
-                 frame_shift_s: float = 0.01):
+                 frame_shift_s: float = 0.01, oversample: bool = False):
         self.store = store
         self.utts = [u for u in store.keys if u in utt2label]
         missing = len(store.keys) - len(self.utts)
@@ -91,6 +97,7 @@ class ChunkSampler:
         else:
             per_utt = self.lengths / mean_chunk
         self.chunks_per_utt = np.maximum(1, np.round(per_utt)).astype(np.int64)
+        self.oversample = oversample
 
     def num_batches(self) -> int:
         """Batches per epoch over all processes (the last partial batch is dropped)."""
@@ -110,11 +117,21 @@ class ChunkSampler:
     def epoch_plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         """(utterance index per chunk, chunk length per batch) for ``epoch``, deterministic."""
         rng = np.random.default_rng([self.seed, epoch])
-        order = np.repeat(np.arange(len(self.utts)), self.chunks_per_utt)
-        rng.shuffle(order)
-        order = order[: self.num_batches() * self.batch_size]
+        if self.oversample:
+            order = rng.choice(len(self.utts), size=self.num_batches() * self.batch_size,
+                               p=self.balanced_probabilities())
+        else:
+            order = np.repeat(np.arange(len(self.utts)), self.chunks_per_utt)
+            rng.shuffle(order)
+            order = order[: self.num_batches() * self.batch_size]
         chunk_lengths = rng.integers(self.chunk_frames[0], self.chunk_frames[1] + 1, size=self.num_batches())
         return order, chunk_lengths
+
+    def balanced_probabilities(self) -> np.ndarray:
+        """Per-utterance draw probabilities giving each speaker an equal share of chunks."""
+        per_speaker = np.bincount(self.labels, weights=self.chunks_per_utt)
+        speakers = np.count_nonzero(per_speaker)
+        return self.chunks_per_utt / per_speaker[self.labels] / speakers
 
     def batches(self, epoch: int, start_batch: int = 0):
         """Yield this process's batches of ``epoch`` from its ``start_batch``-th on (to resume mid-epoch)."""

@@ -20,6 +20,7 @@ import shutil
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -126,13 +127,15 @@ class TrainingInterrupted(Exception):
 
 
 def make_sampler(config: ExperimentConfig, store: FeatureStore, utt2label: dict[str, int], loss_input: str):
-    """Random chunks for classification losses; P x K speaker-balanced batches for embedding losses."""
+    """Random chunks for classification losses; P x K speaker-balanced batches for embedding losses
+    (balanced already, so ``speaker_balance: oversample`` changes nothing there)."""
     if loss_input == "embeddings":
         return SpeakerBalancedSampler(store, utt2label, speakers_per_batch=config.speakers_per_batch,
                                       utts_per_speaker=config.utts_per_speaker, chunk_frames=config.chunk_frames,
                                       chunks_per_second=config.chunks_per_second, seed=config.seed)
     return ChunkSampler(store, utt2label, batch_size=config.batch_size, chunk_frames=config.chunk_frames,
-                        chunks_per_second=config.chunks_per_second, seed=config.seed)
+                        chunks_per_second=config.chunks_per_second, seed=config.seed,
+                        oversample=config.speaker_balance == "oversample")
 
 
 def train(exp_dir: Path, config: ExperimentConfig, feature_config: FeatureConfig, train_dir: Path,
@@ -142,26 +145,63 @@ def train(exp_dir: Path, config: ExperimentConfig, feature_config: FeatureConfig
 
     With ``resume`` a run continues from the latest checkpoint of an identical
     config (an epoch checkpoint, or the mid-epoch one a SIGINT/SIGTERM left);
-    otherwise (or when the config changed) it starts afresh.  Raises
-    :class:`TrainingInterrupted` after saving a checkpoint when stopped by a signal.
-    Returns the path of ``models/final.pt``.
+    otherwise (or when the config changed) it starts afresh.  A two-phase config
+    (``finetune``) trains its first phase in ``exp_dir/pretrain`` and the second,
+    from the first one's weights, in ``exp_dir``.  Under ``torchrun`` every process
+    calls this; rank 0 writes the files.  Raises :class:`TrainingInterrupted`
+    after saving a checkpoint when stopped by a signal.  Returns ``models/final.pt``.
     """
     exp_dir = Path(exp_dir)
-    models_dir = exp_dir / "models"
     config.features = feature_config.to_dict()
+    phases = config.phases()
+    identity = json.dumps(config.to_dict(), sort_keys=True)
     context = distributed.setup(resolve_device(device))
+    all_ranks_agree = False  # every rank leaves the same way: safe to wait for the others
+    try:
+        init_weights = None
+        for number, phase in enumerate(phases, start=1):
+            last = number == len(phases)
+            run = _Phase(exp_dir=exp_dir if last else exp_dir / "pretrain", config=phase,
+                         saved_config=config if last else phase, identity=f"{identity} phase {number}",
+                         init_weights=init_weights)
+            if len(phases) > 1:
+                logger.info("training phase %d of %d (%s loss) in %s", number, len(phases), phase.loss, run.exp_dir)
+            init_weights = _train_phase(run, feature_config, Path(train_dir), valid_dir, valid_trials_dir,
+                                        context, resume)
+        all_ranks_agree = True
+    except TrainingInterrupted:
+        all_ranks_agree = True  # every rank saw the stop request (any_true) and raised it
+        raise
+    finally:
+        distributed.cleanup(context, wait=all_ranks_agree)
+    return init_weights
+
+
+@dataclass
+class _Phase:
+    """One training phase: where it writes, its config, and what identifies its checkpoints."""
+
+    exp_dir: Path
+    config: ExperimentConfig
+    saved_config: ExperimentConfig  # written as config.yaml (the whole two-phase config in the last phase)
+    identity: str  # checkpoints of another identity are not resumed
+    init_weights: Path | None  # the previous phase's final model
+
+
+def _train_phase(run: _Phase, feature_config: FeatureConfig, train_dir: Path, valid_dir: Path | None,
+                 valid_trials_dir: Path | None, context: distributed.Context, resume: bool) -> Path:
+    exp_dir, config, models_dir = run.exp_dir, run.config, run.exp_dir / "models"
     torch_device = context.device
     torch.manual_seed(config.seed)
 
     utt2spk = read_utt2spk(train_dir / "utt2spk")
     speakers = sorted(set(utt2spk.values()))
     speaker_index = {s: i for i, s in enumerate(speakers)}
-    config_text = json.dumps(config.to_dict(), sort_keys=True)
 
     checkpoint = latest_checkpoint(models_dir) if resume else None
     if checkpoint is not None:
         saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        if saved.get("config_text") != config_text or saved.get("speakers") != speakers:
+        if saved.get("config_text") != run.identity or saved.get("speakers") != speakers:
             logger.info("config or training speakers changed since %s; training from scratch", checkpoint)
             checkpoint = None
     distributed.barrier(context)  # every process has decided before rank 0 cleans up
@@ -170,7 +210,7 @@ def train(exp_dir: Path, config: ExperimentConfig, feature_config: FeatureConfig
             shutil.rmtree(models_dir)
             (exp_dir / "train_log.jsonl").unlink(missing_ok=True)
         models_dir.mkdir(parents=True, exist_ok=True)
-        config.save(exp_dir / "config.yaml")
+        run.saved_config.save(exp_dir / "config.yaml")
         (exp_dir / "speakers.txt").write_text("".join(s + "\n" for s in speakers))
 
     store = FeatureStore(str(train_dir / "feats.scp"), feature_config,
@@ -185,7 +225,10 @@ def train(exp_dir: Path, config: ExperimentConfig, feature_config: FeatureConfig
 
     loss_fn = LOSSES.build(config.loss, config.loss_conf).to(torch_device)
     loss_input = getattr(loss_fn, "input", "logits")
-    sampler = make_sampler(config, store, {u: speaker_index[s] for u, s in utt2spk.items()}, loss_input)
+    utt2label = {u: speaker_index[s] for u, s in utt2spk.items()}
+    sampler = make_sampler(config, store, utt2label, loss_input)
+    if config.speaker_balance == "class_weights":
+        set_class_weights(loss_fn, config, sampler, len(speakers))
     sampler.shard(context.rank, context.world_size)
     steps_per_epoch = sampler.num_local_batches()
     if steps_per_epoch == 0:
@@ -208,6 +251,8 @@ def train(exp_dir: Path, config: ExperimentConfig, feature_config: FeatureConfig
         _set_rng_state(saved["rng"])
         position = (saved["epoch"], saved["batch"]) if "batch" in saved else (saved["epoch"] + 1, 0)
         logger.info("resuming from %s at epoch %d, batch %d", checkpoint, *position)
+    elif run.init_weights is not None:
+        _load_matching_weights(model, run.init_weights)
 
     validates = context.is_main  # validation runs on rank 0 only
     valid = _load_valid(valid_dir, feature_config, store.global_stats, speaker_index) \
@@ -220,19 +265,15 @@ def train(exp_dir: Path, config: ExperimentConfig, feature_config: FeatureConfig
                 exp_dir.name, len(speakers), len(sampler.utts), steps_per_epoch, num_params / 1e6, torch_device)
 
     last_epoch = position[0] - 1
-    all_ranks_agree = False  # every rank left the loop the same way: safe to wait for the others
-    try:
-        with StopRequest() as stop:
-            for epoch in range(position[0], config.epochs + 1):
-                start_batch = position[1] if epoch == position[0] else 0
-                state = _TrainState(model, loss_fn, optimizer, scheduler, config_text, speakers)
-                record = _train_epoch(state, train_step, sampler, epoch, start_batch, config, context, stop,
-                                      models_dir / "interrupted.pt")
-                if not context.is_main:
-                    last_epoch = epoch
-                    if distributed.broadcast_flag(context, False):
-                        break
-                    continue
+    with StopRequest() as stop:
+        for epoch in range(position[0], config.epochs + 1):
+            start_batch = position[1] if epoch == position[0] else 0
+            state = _TrainState(model, loss_fn, optimizer, scheduler, run.identity, speakers)
+            record = _train_epoch(state, train_step, sampler, epoch, start_batch, config, context, stop,
+                                  models_dir / "interrupted.pt")
+            last_epoch = epoch
+            stop_early = False
+            if context.is_main:
                 if valid is not None:
                     record.update(_validate(model, loss_fn, valid, torch_device))
                 if trials is not None:
@@ -245,33 +286,53 @@ def train(exp_dir: Path, config: ExperimentConfig, feature_config: FeatureConfig
                 state.save(models_dir / f"epoch_{epoch:03d}.pt", epoch)
                 (models_dir / "interrupted.pt").unlink(missing_ok=True)
                 _plot_curves(exp_dir)
-                last_epoch = epoch
                 stop_early = trials is not None and _track_best(exp_dir, models_dir, epoch,
                                                                 config.early_stopping_patience)
-                if distributed.broadcast_flag(context, stop_early):
-                    logger.info("early stopping after epoch %d: no better validation EER for %d epochs",
-                                epoch, config.early_stopping_patience)
-                    break
-        all_ranks_agree = True
-    except TrainingInterrupted:
-        all_ranks_agree = True  # every rank saw the stop request (any_true) and raised it
-        raise
-    finally:
-        del train_step  # DDP's reducer must go before its process group
-        distributed.cleanup(context, wait=all_ranks_agree)
+            if distributed.broadcast_flag(context, stop_early):
+                logger.info("early stopping after epoch %d: no better validation EER for %d epochs",
+                            epoch, config.early_stopping_patience)
+                break
+    del train_step  # DDP's reducer must go before its process group
+
+    final = models_dir / "final.pt"
+    if context.is_main:
+        weights = average_checkpoints(models_dir, last_epoch, config.average_last)
+        torch.save({"model": weights, "epoch": last_epoch, "averaged": config.average_last},
+                   final.with_suffix(".tmp"))
+        final.with_suffix(".tmp").replace(final)
+        logger.info("wrote %s", final)
     if context.enabled:  # replicas that stayed in step end with the same weights
         logger.info("rank %d final weight checksum %.6f", context.rank,
                     sum(float(p.detach().double().sum()) for p in model.parameters()))
-
-    final = models_dir / "final.pt"
-    if not context.is_main:
-        return final
-    weights = average_checkpoints(models_dir, last_epoch, config.average_last)
-    torch.save({"model": weights, "epoch": last_epoch, "averaged": config.average_last},
-               final.with_suffix(".tmp"))
-    final.with_suffix(".tmp").replace(final)
-    logger.info("wrote %s", final)
+    distributed.barrier(context)  # final.pt is written before any process reads it (next phase)
     return final
+
+
+def _load_matching_weights(model: SpeakerEmbedder, path: Path) -> None:
+    """Start from a previous phase's weights: every tensor whose name and shape match.
+
+    The rest (a head the previous phase had not, or had for another loss) keeps its fresh initialisation.
+    """
+    weights = torch.load(path, map_location="cpu", weights_only=False)["model"]
+    own = model.state_dict()
+    matching = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(matching, strict=False)
+    fresh = sorted(set(own) - set(matching))
+    logger.info("initialised from %s (%d tensors)%s", path, len(matching),
+                f"; freshly initialised: {', '.join(fresh)}" if fresh else "")
+
+
+def set_class_weights(loss_fn, config: ExperimentConfig, sampler, num_speakers: int) -> None:
+    """Weight each speaker's cross-entropy term by the inverse of its share of the epoch's chunks.
+
+    Normalised so the average weight over an epoch's chunks is 1 (the loss keeps its scale).
+    """
+    if not hasattr(loss_fn, "class_weights"):
+        raise ValueError(f"speaker_balance: class_weights needs a classification loss (softmax), not "
+                         f"{config.loss!r}; embedding losses draw balanced P x K batches already")
+    chunks = np.bincount(sampler.labels, weights=sampler.chunks_per_utt, minlength=num_speakers)
+    weights = np.where(chunks > 0, chunks.sum() / (num_speakers * np.maximum(chunks, 1)), 0.0)
+    loss_fn.class_weights = torch.tensor(weights, dtype=torch.float32, device=loss_fn.class_weights.device)
 
 
 def _track_best(exp_dir: Path, models_dir: Path, epoch: int, patience: int) -> bool:
@@ -434,8 +495,9 @@ def load_trained_model(exp_dir: Path, device: str = "cpu") -> tuple[SpeakerEmbed
     config = ExperimentConfig.from_yaml(exp_dir / "config.yaml")
     speakers = (exp_dir / "speakers.txt").read_text().split()
     feature_config = FeatureConfig.from_dict(config.features)
-    has_head = getattr(LOSSES.get(config.loss), "input", "logits") == "logits"
-    model = build_embedder(config.to_dict(), feature_config.dim, len(speakers) if has_head else None)
+    trained = config.phases()[-1]  # the model as its last phase left it (e.g. no head after triplet fine-tuning)
+    has_head = getattr(LOSSES.get(trained.loss), "input", "logits") == "logits"
+    model = build_embedder(trained.to_dict(), feature_config.dim, len(speakers) if has_head else None)
     model.load_state_dict(torch.load(final, map_location="cpu", weights_only=False)["model"])
     model.to(resolve_device(device)).eval()
     return model, config, speakers
