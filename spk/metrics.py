@@ -14,10 +14,13 @@ above ``u_m``. Because thresholds sit only at distinct scores, trials with equal
 scores are always accepted or rejected together: ties are never split by the
 order in which they happen to be sorted.
 
+Calibration metrics (actual DCF, Cllr, minimum Cllr) read scores as natural-log
+likelihood ratios (LLRs), as a calibrated system outputs them.
+
 Identification metrics take a score matrix ``(num_test, num_classes)`` and the
 index of each test sample's true class.
 
-Everything here is numpy only and vectorised.
+Everything here is numpy and vectorised (min Cllr uses scipy's pool-adjacent-violators).
 """
 
 from __future__ import annotations
@@ -32,8 +35,12 @@ DCF_P_TARGETS = (0.01, 0.001)
 # verification
 # --------------------------------------------------------------------------- #
 
-def _split_scores(scores, labels) -> tuple[np.ndarray, np.ndarray]:
-    """Check the inputs and return (target scores, nontarget scores) as float64."""
+def split_scores(scores, labels) -> tuple[np.ndarray, np.ndarray]:
+    """``(target scores, nontarget scores)`` as float64, after checking the inputs.
+
+    Raises ValueError for different lengths, NaN or infinite scores, labels other
+    than 0 and 1, and lists without targets or without nontargets.
+    """
     scores = np.asarray(scores, dtype=np.float64).ravel()
     labels = np.asarray(labels).ravel()
     if scores.shape != labels.shape:
@@ -57,7 +64,7 @@ def operating_points(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray
     One point per distinct score plus the reject-all point at the end (see the module
     docstring). ``fnr`` rises from 0 to 1 and ``fpr`` falls from 1 to 0.
     """
-    targets, nontargets = _split_scores(scores, labels)
+    targets, nontargets = split_scores(scores, labels)
     distinct = np.unique(np.concatenate([targets, nontargets]))
     thresholds = np.append(distinct, np.nextafter(distinct[-1], np.inf))
     # searchsorted(..., side="left") counts the scores strictly below each threshold
@@ -121,7 +128,7 @@ def roc_auc(scores, labels) -> float:
 
     This is the Mann-Whitney U statistic divided by #targets * #nontargets.
     """
-    targets, nontargets = _split_scores(scores, labels)
+    targets, nontargets = split_scores(scores, labels)
     nontargets = np.sort(nontargets)
     below = np.searchsorted(nontargets, targets, side="left")
     below_or_equal = np.searchsorted(nontargets, targets, side="right")
@@ -146,10 +153,77 @@ def compute_cllr(scores, labels) -> float:
     log2(1 + e^s)) / 2``: 0 for perfect calibrated scores, 1 for scores that are all 0.
     Only meaningful for calibrated scores.
     """
-    targets, nontargets = _split_scores(scores, labels)
+    targets, nontargets = split_scores(scores, labels)
     target_cost = np.logaddexp(0.0, -targets).mean()
     nontarget_cost = np.logaddexp(0.0, nontargets).mean()
     return float((target_cost + nontarget_cost) / (2.0 * np.log(2.0)))
+
+
+def compute_min_cllr(scores, labels) -> float:
+    """The lowest Cllr (bits) that any monotone rising transformation of the scores reaches.
+
+    This is Cllr after the optimal calibration on these very trials (BOSARIS'
+    ``min_cllr``): the pool-adjacent-violators algorithm fits the posterior
+    P(target | score) as a non-decreasing step function of the score (equal scores
+    pooled), the posterior odds divided by the trial list's target/nontarget ratio
+    are the LLRs, and their Cllr is the result. It depends only on the order of the
+    scores, so it applies to raw scores too. ``compute_cllr - compute_min_cllr`` is
+    the calibration loss.
+    """
+    from scipy.optimize import isotonic_regression  # here: importing scipy.optimize takes a quarter second
+
+    targets, nontargets = split_scores(scores, labels)
+    distinct, where = np.unique(np.concatenate([targets, nontargets]), return_inverse=True)
+    target_counts = np.bincount(where[:targets.size], minlength=distinct.size).astype(np.float64)
+    totals = np.bincount(where, minlength=distinct.size).astype(np.float64)
+    posterior = isotonic_regression(target_counts / totals, weights=totals, increasing=True).x
+    with np.errstate(divide="ignore"):
+        llr = np.log(posterior) - np.log1p(-posterior) - np.log(targets.size / nontargets.size)
+    # a posterior of exactly 0 or 1 comes only from blocks without targets or without nontargets,
+    # whose infinite LLR then costs nothing: leave those terms out rather than compute 0 * inf
+    has = target_counts > 0
+    target_cost = (target_counts[has] * np.logaddexp(0.0, -llr[has])).sum()
+    nontarget_counts = totals - target_counts
+    has = nontarget_counts > 0
+    nontarget_cost = (nontarget_counts[has] * np.logaddexp(0.0, llr[has])).sum()
+    return float((target_cost / targets.size + nontarget_cost / nontargets.size) / (2.0 * np.log(2.0)))
+
+
+def bayes_threshold(p_target: float, c_miss: float = 1.0, c_fa: float = 1.0) -> float:
+    """The LLR threshold of the Bayes decision for a prior and costs: ``log(c_fa (1 - p) / (c_miss p))``.
+
+    Accepting trials whose LLR is at least this minimises the expected cost when the
+    LLRs are well calibrated; it is 0 for p_target 0.5 with equal costs.
+    """
+    if not 0.0 < p_target < 1.0:
+        raise ValueError(f"p_target must lie strictly between 0 and 1, not {p_target}")
+    return float(np.log(c_fa * (1.0 - p_target) / (c_miss * p_target)))
+
+
+def compute_act_dcf(llrs, labels, p_target: float, c_miss: float = 1.0, c_fa: float = 1.0) -> float:
+    """Actual normalised detection cost of LLR scores, decided at the Bayes threshold.
+
+    Trials with ``llr >= bayes_threshold(p_target, c_miss, c_fa)`` are accepted;
+    ``C_det = c_miss * FNR * p_target + c_fa * FPR * (1 - p_target)`` is divided by
+    ``C_def = min(c_miss * p_target, c_fa * (1 - p_target))`` as for ``compute_min_dcf``.
+    So actDCF >= minDCF, with equality when the scores are perfectly calibrated at
+    that operating point; a value above 1 is worse than deciding without the scores.
+    """
+    threshold = bayes_threshold(p_target, c_miss, c_fa)
+    targets, nontargets = split_scores(llrs, labels)
+    fnr = np.count_nonzero(targets < threshold) / targets.size
+    fpr = np.count_nonzero(nontargets >= threshold) / nontargets.size
+    c_det = c_miss * fnr * p_target + c_fa * fpr * (1.0 - p_target)
+    return float(c_det / min(c_miss * p_target, c_fa * (1.0 - p_target)))
+
+
+def calibrated_metrics(llrs, labels) -> dict:
+    """The results-file keys of calibrated scores: ``cllr``, ``min_cllr`` and ``act_dcf_<p>``
+    for each p_target of DCF_P_TARGETS (c_miss = c_fa = 1)."""
+    results = {"cllr": compute_cllr(llrs, labels), "min_cllr": compute_min_cllr(llrs, labels)}
+    for p_target in DCF_P_TARGETS:
+        results[f"act_dcf_{p_target}"] = compute_act_dcf(llrs, labels, p_target)
+    return results
 
 
 def verification_metrics(scores, labels) -> dict:

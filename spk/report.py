@@ -47,6 +47,7 @@ COMPARISON_COLUMNS = (
     ("EER %", "eer", "{:.2f}"),
     ("minDCF@0.01", "min_dcf_0.01", "{:.4f}"),
     ("minDCF@0.001", "min_dcf_0.001", "{:.4f}"),
+    ("Cllr", "cllr", "{:.3f}"),  # calibrated scores only
     ("top-1 %", "top1", "{:.2f}"),
     ("top-5 %", "top5", "{:.2f}"),
 )

@@ -10,6 +10,13 @@ that scores trial i as ``enroll_matrix[enroll_rows[i]]`` against
 ``test_matrix[test_rows[i]]``. Whole-matrix preparation (such as length
 normalisation) is done once per matrix, then trials are scored in cache-sized
 chunks of gathered rows, so a million trials take a fraction of a second.
+``cross_scores`` scores every row of one matrix against every row of another
+with the same backend (score normalisation scores against a cohort that way).
+
+Before the backend, embeddings can be *prepared* (``prepare_embeddings``):
+centred by subtracting a mean vector (usually the training set's mean
+embedding, ``mean_embedding``), then length-normalised. Cosine scoring is
+blind to length normalisation; Euclidean scoring is not.
 
 File formats (Kaldi's):
 
@@ -22,7 +29,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Callable, Mapping, Sequence, Union
+from typing import Callable, Mapping, NamedTuple, Sequence, Union
 
 import kaldiio
 import numpy as np
@@ -36,6 +43,7 @@ LABEL_WORDS = {"target": 1, "nontarget": 0}
 # Embeddings as either {id: vector} or (ids, matrix with one row per id).
 Embeddings = Union[Mapping[str, np.ndarray], tuple[Sequence[str], np.ndarray]]
 Backend = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+CrossBackend = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 # Trials per chunk when gathering rows: 4096 rows of a 256-dim float32 matrix are
 # 4 MiB, which stays in cache; much larger chunks are several times slower.
@@ -71,8 +79,8 @@ def load_embeddings(scp_path: str | os.PathLike) -> tuple[list[str], np.ndarray]
     return ids, np.stack(rows)
 
 
-def _as_table(embeddings: Embeddings, what: str) -> tuple[dict[str, int], np.ndarray]:
-    """``(id -> row index, float32 matrix)`` from a dict or an (ids, matrix) pair."""
+def embedding_table(embeddings: Embeddings, what: str) -> tuple[dict[str, int], np.ndarray]:
+    """``(id -> row index, float32 matrix)`` from a dict or an (ids, matrix) pair; ``what`` names it in errors."""
     if isinstance(embeddings, Mapping):
         ids = list(embeddings.keys())
         matrix = np.stack([np.asarray(embeddings[i], dtype=np.float32).ravel() for i in ids]) if ids else None
@@ -85,6 +93,30 @@ def _as_table(embeddings: Embeddings, what: str) -> tuple[dict[str, int], np.nda
     if matrix.ndim != 2 or matrix.shape[0] != len(ids):
         raise ValueError(f"the {what} embeddings: {len(ids)} ids but a matrix of shape {matrix.shape}")
     return {utt: row for row, utt in enumerate(ids)}, matrix
+
+
+def mean_embedding(embeddings: Embeddings) -> np.ndarray:
+    """The mean vector (float32) of an embedding table, e.g. the training set's, for centering."""
+    _, matrix = embedding_table(embeddings, "centering")
+    return matrix.mean(axis=0, dtype=np.float64).astype(np.float32)
+
+
+def prepare_embeddings(matrix: np.ndarray, mean: np.ndarray | None = None,
+                       length_norm: bool = False) -> np.ndarray:
+    """``matrix`` (one embedding a row) as float32, centred on ``mean``, then length-normalised.
+
+    Apply the same preparation to enrollment, test and cohort embeddings. The input
+    is never modified (it is returned as it is when there is nothing to do).
+    """
+    matrix = np.asarray(matrix, dtype=np.float32)
+    if mean is not None:
+        mean = np.asarray(mean, dtype=np.float32).ravel()
+        if mean.size != matrix.shape[1]:
+            raise ValueError(f"the centering mean has dimension {mean.size} but the embeddings {matrix.shape[1]}")
+        matrix = matrix - mean
+    if length_norm:
+        matrix = _length_normalise(matrix)
+    return matrix
 
 
 # --------------------------------------------------------------------------- #
@@ -131,6 +163,25 @@ BACKENDS: dict[str, Backend] = {
 }
 
 
+def cosine_cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of every row of ``a`` with every row of ``b``: shape (len(a), len(b)), float64."""
+    return _length_normalise(np.asarray(a, np.float64)) @ _length_normalise(np.asarray(b, np.float64)).T
+
+
+def euclidean_cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Negative Euclidean distance of every row of ``a`` to every row of ``b`` (float64)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    squared = (a * a).sum(axis=1)[:, None] + (b * b).sum(axis=1)[None, :] - 2.0 * (a @ b.T)
+    return -np.sqrt(np.maximum(squared, 0.0))  # rounding can push a zero distance slightly below 0
+
+
+# The all-pairs form of each backend in BACKENDS, under the same name.
+CROSS_BACKENDS: dict[str, CrossBackend] = {
+    "cosine": cosine_cross,
+    "euclidean": euclidean_cross,
+}
+
+
 def get_backend(name: str) -> Backend:
     """The backend function registered as ``name``."""
     try:
@@ -138,6 +189,12 @@ def get_backend(name: str) -> Backend:
     except KeyError:
         raise ValueError(f"unknown scoring backend {name!r}; known backends: {', '.join(sorted(BACKENDS))}") \
             from None
+
+
+def cross_scores(a: np.ndarray, b: np.ndarray, backend: str = "cosine") -> np.ndarray:
+    """Scores of every row of ``a`` against every row of ``b`` with ``backend``: shape (len(a), len(b))."""
+    get_backend(backend)  # the error message for unknown names
+    return CROSS_BACKENDS[backend](a, b)
 
 
 # --------------------------------------------------------------------------- #
@@ -183,28 +240,65 @@ def _rows_for(ids: Sequence[str], index: dict[str, int], side: str, trials_path)
         raise TrialsError(f"{where}: {side} id {ids[line - 1]!r} has no {side} embedding") from None
 
 
+class IndexedTrials(NamedTuple):
+    """Trials as row indices into two embedding matrices: trial i is
+    ``enroll_matrix[enroll_rows[i]]`` against ``test_matrix[test_rows[i]]``."""
+    enroll_matrix: np.ndarray
+    test_matrix: np.ndarray
+    enroll_rows: np.ndarray
+    test_rows: np.ndarray
+
+
+def index_trials(trials: Sequence, enroll: Embeddings, test: Embeddings,
+                 trials_path: str | os.PathLike | None = None) -> IndexedTrials:
+    """Look up the embedding row of both sides of every trial.
+
+    ``trials`` is ``(enroll_ids, test_ids[, labels])`` as returned by ``read_trials``
+    (labels are ignored). ``enroll`` and ``test`` are ``{id: vector}`` dicts or
+    ``(ids, matrix)`` pairs such as ``load_embeddings`` returns. An id without an
+    embedding is a TrialsError naming it, its side and its line of ``trials_path``.
+    """
+    enroll_ids, test_ids = trials[0], trials[1]
+    if len(enroll_ids) != len(test_ids):
+        raise ValueError(f"{len(enroll_ids)} enroll ids but {len(test_ids)} test ids")
+    enroll_index, enroll_matrix = embedding_table(enroll, "enroll")
+    test_index, test_matrix = embedding_table(test, "test")
+    if enroll_matrix.shape[1] != test_matrix.shape[1]:
+        raise ValueError(f"enroll embeddings have dimension {enroll_matrix.shape[1]} "
+                         f"but test embeddings {test_matrix.shape[1]}")
+    return IndexedTrials(enroll_matrix, test_matrix, _rows_for(enroll_ids, enroll_index, "enroll", trials_path),
+                         _rows_for(test_ids, test_index, "test", trials_path))
+
+
+def prepare_trials(indexed: IndexedTrials, mean: np.ndarray | None = None,
+                   length_norm: bool = False) -> IndexedTrials:
+    """``indexed`` with both embedding matrices prepared by ``prepare_embeddings``."""
+    return indexed._replace(enroll_matrix=prepare_embeddings(indexed.enroll_matrix, mean, length_norm),
+                            test_matrix=prepare_embeddings(indexed.test_matrix, mean, length_norm))
+
+
+def score_indexed(indexed: IndexedTrials, backend: str = "cosine") -> np.ndarray:
+    """Float64 scores of indexed trials with ``backend`` (embeddings used as they are)."""
+    score = get_backend(backend)
+    logger.debug("scoring %d trials (%s, dimension %d)", len(indexed.enroll_rows), backend,
+                 indexed.enroll_matrix.shape[1])
+    return score(*indexed)
+
+
 def score_trials(trials: Sequence, enroll: Embeddings, test: Embeddings, backend: str = "cosine",
-                 trials_path: str | os.PathLike | None = None) -> np.ndarray:
+                 trials_path: str | os.PathLike | None = None, *, mean: np.ndarray | None = None,
+                 length_norm: bool = False) -> np.ndarray:
     """Score every trial; returns float64 scores in trial order.
 
     ``trials`` is ``(enroll_ids, test_ids[, labels])`` as returned by ``read_trials``
     (labels are ignored). ``enroll`` and ``test`` are ``{id: vector}`` dicts or
     ``(ids, matrix)`` pairs such as ``load_embeddings`` returns. ``trials_path`` only
-    serves error messages.
+    serves error messages. ``mean`` and ``length_norm`` prepare both sides before
+    the backend (``prepare_embeddings``).
     """
-    score = get_backend(backend)
-    enroll_ids, test_ids = trials[0], trials[1]
-    if len(enroll_ids) != len(test_ids):
-        raise ValueError(f"{len(enroll_ids)} enroll ids but {len(test_ids)} test ids")
-    enroll_index, enroll_matrix = _as_table(enroll, "enroll")
-    test_index, test_matrix = _as_table(test, "test")
-    if enroll_matrix.shape[1] != test_matrix.shape[1]:
-        raise ValueError(f"enroll embeddings have dimension {enroll_matrix.shape[1]} "
-                         f"but test embeddings {test_matrix.shape[1]}")
-    enroll_rows = _rows_for(enroll_ids, enroll_index, "enroll", trials_path)
-    test_rows = _rows_for(test_ids, test_index, "test", trials_path)
-    logger.debug("scoring %d trials (%s, dimension %d)", len(enroll_rows), backend, enroll_matrix.shape[1])
-    return score(enroll_matrix, test_matrix, enroll_rows, test_rows)
+    get_backend(backend)  # an unknown name fails before any work
+    indexed = index_trials(trials, enroll, test, trials_path)
+    return score_indexed(prepare_trials(indexed, mean, length_norm), backend)
 
 
 def write_scores(path: str | os.PathLike, enroll_ids: Sequence[str], test_ids: Sequence[str], scores,

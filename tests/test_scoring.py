@@ -75,6 +75,48 @@ def test_euclidean_is_negative_distance(speakers):
     assert same[0] == 0.0
 
 
+def test_centering_and_length_norm_prepare_both_sides(speakers):
+    enroll, test = speakers
+    mean = np.mean(list(enroll.values()), axis=0)
+    trials = ([e for e in enroll for _ in test], [t for _ in enroll for t in test])
+    scores = scoring.score_trials(trials, enroll, test, backend="euclidean", mean=mean, length_norm=True)
+    for e, t, s in zip(*trials, scores):
+        x, y = enroll[e] - mean, test[t] - mean
+        assert s == pytest.approx(-np.linalg.norm(x / np.linalg.norm(x) - y / np.linalg.norm(y)), abs=1e-5)
+    centred = scoring.score_trials(trials, enroll, test, mean=mean)
+    for e, t, s in zip(*trials, centred):
+        x, y = enroll[e] - mean, test[t] - mean
+        assert s == pytest.approx(np.dot(x, y) / (np.linalg.norm(x) * np.linalg.norm(y)), abs=1e-5)
+    assert not np.allclose(centred, scoring.score_trials(trials, enroll, test))  # centering changes cosine
+    # cosine is blind to length normalisation
+    np.testing.assert_allclose(scoring.score_trials(trials, enroll, test, mean=mean, length_norm=True), centred,
+                               atol=1e-6)
+
+
+def test_prepare_embeddings_and_mean_embedding():
+    matrix = np.array([[4.0, 5.0], [-2.0, -3.0], [1.0, 1.0]], dtype=np.float32)
+    before = matrix.copy()
+    mean = scoring.mean_embedding((["a", "b", "c"], matrix))
+    assert mean.tolist() == pytest.approx([1.0, 1.0])
+    prepared = scoring.prepare_embeddings(matrix, mean, length_norm=True)
+    np.testing.assert_allclose(prepared, [[0.6, 0.8], [-0.6, -0.8], [0.0, 0.0]], atol=1e-6)  # zero stays zero
+    np.testing.assert_array_equal(matrix, before)  # the input is left alone
+    with pytest.raises(ValueError, match="centering mean has dimension 3 but the embeddings 2"):
+        scoring.prepare_embeddings(matrix, np.zeros(3))
+
+
+@pytest.mark.parametrize("backend", sorted(scoring.BACKENDS))
+def test_cross_scores_agree_with_the_trial_backend(backend):
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(5, 8)).astype(np.float32), rng.normal(size=(7, 8)).astype(np.float32)
+    matrix = scoring.cross_scores(a, b, backend)
+    rows_a, rows_b = np.repeat(np.arange(5), 7), np.tile(np.arange(7), 5)
+    paired = scoring.get_backend(backend)(a, b, rows_a, rows_b)
+    np.testing.assert_allclose(matrix.ravel(), paired, rtol=1e-5, atol=1e-5)
+    assert set(scoring.CROSS_BACKENDS) == set(scoring.BACKENDS)
+    assert scoring.cross_scores(a, a, "euclidean").diagonal() == pytest.approx(np.zeros(5), abs=1e-3)
+
+
 def test_zero_vector_scores_zero_not_nan():
     scores = scoring.score_trials((["a"], ["b"]), {"a": np.zeros(4)}, {"b": np.ones(4)})
     assert scores.tolist() == [0.0]

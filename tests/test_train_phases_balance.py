@@ -4,6 +4,7 @@ the answers to imbalanced speakers: class weights and speaker-balanced oversampl
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -80,6 +81,16 @@ def test_softmax_then_triplet(tmp_path, train_dir):
     assert key in final and key in pretrained
     assert not torch.equal(final[key], pretrained[key])
     assert torch.norm(final[key] - pretrained[key]) < 0.5 * torch.norm(pretrained[key])  # not a fresh init
+
+    # Changing only the fine-tuning options keeps the finished pre-training phase.
+    pretrain_log = (exp / "pretrain/train_log.jsonl").read_text()
+    other = ExperimentConfig.from_dict({**TINY, "finetune": {**FINETUNE, "optimizer_conf": {"lr": 0.002}}})
+    shutil.copytree(exp, tmp_path / "copy")
+    train(tmp_path / "copy", other, FEATURES, train_dir)
+    # (a retrained phase would log other epoch timings)
+    assert (tmp_path / "copy/pretrain/train_log.jsonl").read_text() == pretrain_log
+    assert (tmp_path / "copy/train_log.jsonl").read_text() != (exp / "train_log.jsonl").read_text()
+    assert [json.loads(line)["epoch"] for line in open(tmp_path / "copy/train_log.jsonl")] == [1]
 
     # Rerunning the same command finds both phases finished and changes nothing.
     train(exp, ExperimentConfig.from_dict({**TINY, "finetune": FINETUNE}), FEATURES, train_dir)

@@ -154,16 +154,18 @@ def train(exp_dir: Path, config: ExperimentConfig, feature_config: FeatureConfig
     exp_dir = Path(exp_dir)
     config.features = feature_config.to_dict()
     phases = config.phases()
-    identity = json.dumps(config.to_dict(), sort_keys=True)
     context = distributed.setup(resolve_device(device))
     all_ranks_agree = False  # every rank leaves the same way: safe to wait for the others
     try:
         init_weights = None
         for number, phase in enumerate(phases, start=1):
             last = number == len(phases)
+            # A phase's checkpoints belong to its own config and those of the phases before it,
+            # so changing only the fine-tuning options keeps a finished pre-training phase.
+            identity = json.dumps([p.to_dict() for p in phases[:number]], sort_keys=True) \
+                if len(phases) > 1 else json.dumps(config.to_dict(), sort_keys=True)
             run = _Phase(exp_dir=exp_dir if last else exp_dir / "pretrain", config=phase,
-                         saved_config=config if last else phase, identity=f"{identity} phase {number}",
-                         init_weights=init_weights)
+                         saved_config=config if last else phase, identity=identity, init_weights=init_weights)
             if len(phases) > 1:
                 logger.info("training phase %d of %d (%s loss) in %s", number, len(phases), phase.loss, run.exp_dir)
             init_weights = _train_phase(run, feature_config, Path(train_dir), valid_dir, valid_trials_dir,
