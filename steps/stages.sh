@@ -22,12 +22,16 @@ min_frames=200               # stage 2: drop shorter utterances
 min_utts=2                   # stage 2: drop speakers with fewer utterances
 valid_per_spk=1              # stage 2: utterances per speaker held out for validation accuracy
 valid_speakers=0             # stage 2: speakers held out of training for the validation EER
-backend=cosine               # stage 5 scoring backend
+backend=cosine               # stage 5 scoring backend: cosine or euclidean
+center=false                 # stage 5: subtract the training set's mean embedding first
+score_norm=none              # stage 5: also score with none|znorm|tnorm|snorm|asnorm (cohort: training speakers)
+top_n=300                    # stage 5: cohort members per side for asnorm
+calib_set=                   # stage 5: data/<set> with trials to fit score calibration on (a dev set)
 baseline=true                # also score the no-training MFCC-mean baseline
 force=false                  # redo finished work
 threads=0                    # torch threads for training (0 = all cores)
 train_nproc=1                # stage 3: >1 trains with torchrun DDP, this many processes (GPUs) on this machine
-spk_option_names="stage stop_stage nj device prep_cmd train_set test_sets ident_sets feature_config config tag min_frames min_utts valid_per_spk valid_speakers backend baseline force threads train_nproc"
+spk_option_names="stage stop_stage nj device prep_cmd train_set test_sets ident_sets feature_config config tag min_frames min_utts valid_per_spk valid_speakers backend center score_norm top_n calib_set baseline force threads train_nproc"
 
 command_line="$0 $*"
 . "$(dirname "${BASH_SOURCE[0]}")/parse_options.sh"
@@ -89,8 +93,13 @@ fi
 current_stage=4
 if stage_active 4; then
   log "stage 4: embeddings"
-  # the training set too: its speaker means identify speakers for models without a classifier head
-  for s in $test_sets $ident_sets $([ -n "$ident_sets" ] && echo "$train_set"); do
+  # the training set too: its speaker means identify speakers for models without a classifier head,
+  # centre the embeddings and are the cohort of score normalisation
+  needs_train=false
+  { [ -n "$ident_sets" ] || [ "$center" = true ] || [ "$score_norm" != none ]; } && needs_train=true
+  embed_sets=$(for s in $test_sets $ident_sets $calib_set $([ "$needs_train" = true ] && echo "$train_set"); do
+                 echo "$s"; done | awk '!seen[$0]++')  # each set once
+  for s in $embed_sets; do
     run spk embed --exp-dir "$exp" --data-dir data/$s --out-dir "$exp/embeddings/$s" --device "$device"
   done
   if [ "$baseline" = true ]; then
@@ -105,10 +114,36 @@ fi
 current_stage=5
 if stage_active 5; then
   log "stage 5: scoring"
+  train_emb=$exp/embeddings/$train_set
+  center_opt=(); [ "$center" = true ] && center_opt=(--center-scp "$train_emb/xvector.scp")
+  norm_opt=()
+  if [ "$score_norm" != none ]; then
+    norm_opt=(--score-norm "$score_norm" --cohort-scp "$train_emb/spk_xvector.scp")
+    [ "$score_norm" = asnorm ] && norm_opt+=(--top-n "$top_n")
+  fi
+  system=$backend; [ "$score_norm" != none ] && system=${backend}_$score_norm
+  calib_opt=()
+  if [ -n "$calib_set" ]; then
+    # fit on the dev set's scores, made exactly as the test scores are (backend, centering, normalisation)
+    cscp=$exp/embeddings/$calib_set/xvector.scp
+    run spk score --trials "data/$calib_set/trials" --enroll-scp "$cscp" --test-scp "$cscp" --backend "$backend" \
+      "${center_opt[@]}" "${norm_opt[@]}" --scores-out "$exp/calibration/${calib_set}_$system.scores" \
+      --results-out "$exp/calibration/${calib_set}_$system.json"
+    run spk calibrate --scores "$exp/calibration/${calib_set}_$system.scores" --trials "data/$calib_set/trials" \
+      --out "$exp/calibration.json"
+    calib_opt=(--calibration "$exp/calibration.json")
+  fi
   for s in $test_sets; do
     scp=$exp/embeddings/$s/xvector.scp
+    raw_calib=(); [ "$score_norm" = none ] && raw_calib=("${calib_opt[@]}")
     run spk score --trials data/$s/trials --enroll-scp "$scp" --test-scp "$scp" --backend "$backend" \
+      "${center_opt[@]}" "${raw_calib[@]}" \
       --scores-out "$exp/scores/${s}_$backend" --results-out "$exp/results/${s}_$backend.json"
+    if [ "$score_norm" != none ]; then
+      run spk score --trials data/$s/trials --enroll-scp "$scp" --test-scp "$scp" --backend "$backend" \
+        "${center_opt[@]}" "${norm_opt[@]}" "${calib_opt[@]}" \
+        --scores-out "$exp/scores/${s}_$system" --results-out "$exp/results/${s}_$system.json"
+    fi
     if [ "$baseline" = true ]; then
       bscp=exp/baseline_mfcc_mean/embeddings/$s/xvector.scp
       run spk score --trials data/$s/trials --enroll-scp "$bscp" --test-scp "$bscp" --backend cosine \

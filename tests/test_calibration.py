@@ -294,6 +294,8 @@ def test_calibrate_then_score_with_the_calibration(tmp_path, dev_and_eval):
     assert results["eer"] == pytest.approx(raw_results["eer"])  # a rising linear map keeps the order
     assert results["act_dcf_0.01"] >= results["min_dcf_0.01"] - 1e-12
     assert results["cllr"] < metrics.compute_cllr(raw_scores, scoring.read_trials(trials["eval"])[2])
+    assert results["cllr_uncalibrated"] == pytest.approx(
+        metrics.compute_cllr(raw_scores, scoring.read_trials(trials["eval"])[2]), rel=1e-6)
     _, _, llrs, _ = scoring.read_scores(tmp_path / "scores" / "eval")
     np.testing.assert_allclose(llrs, record["a"] * raw_scores + record["b"], rtol=1e-6, atol=1e-6)
 

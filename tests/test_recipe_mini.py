@@ -92,3 +92,18 @@ def test_unknown_option_is_rejected(recipe):
     result = run_recipe(recipe, "--no-such-option", "1")
     assert result.returncode != 0
     assert "unknown option --no-such-option" in result.stderr
+
+
+def test_rescoring_with_score_normalisation_and_calibration(recipe, first_run):
+    """Stages 4-6 again with centering, AS-norm and a calibration (fitted here on the test trials
+    themselves, which only a test may do): the normalised, calibrated system joins the table."""
+    result = run_recipe(recipe, "--stage", "4", "--stop-stage", "6", "--baseline", "false", "--center", "true",
+                        "--score-norm", "asnorm", "--top-n", "4", "--calib-set", "test")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert (recipe / "exp/tiny/calibration.json").exists()
+    raw = json.loads((recipe / "exp/tiny/results/test_cosine.json").read_text())
+    normalised = json.loads((recipe / "exp/tiny/results/test_cosine_asnorm.json").read_text())
+    assert raw["score_norm"] == "none" and raw["center_scp"].endswith("embeddings/train/xvector.scp")
+    assert normalised["score_norm"] == "asnorm" and normalised["top_n"] == 4
+    assert {"cllr", "cllr_uncalibrated", "act_dcf_0.01"} <= set(normalised)
+    assert "| tiny | test_cosine_asnorm |" in (recipe / "exp/RESULTS.md").read_text()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from spk.metrics import calibrated_metrics, verification_metrics
+from spk.metrics import calibrated_metrics, compute_cllr, verification_metrics
 from spk.report import write_results_json
 from spk.score_norm import DEFAULT_TOP_N, SCORE_NORMS, score_trials_normalised
 from spk.scoring import BACKENDS, load_embeddings, mean_embedding, read_trials, write_scores
@@ -80,6 +80,7 @@ def score(trials_path, enroll_scp, test_scp, backend, center_scp, length_norm, s
         cohort = load_embeddings(cohort_scp) if cohort_scp else None
         scores = score_trials_normalised(trials, enroll, test, cohort, score_norm, backend, top_n, trials_path,
                                          mean=mean, length_norm=length_norm)
+        raw_scores = scores
         if calibration is not None:
             scores = calibration.transform(scores)
         write_scores(scores_out, trials[0], trials[1], scores)
@@ -93,7 +94,8 @@ def score(trials_path, enroll_scp, test_scp, backend, center_scp, length_norm, s
         if score_norm == "asnorm":
             results["top_n"] = min(top_n or DEFAULT_TOP_N, len(cohort[0]))
         if calibration is not None:
-            results.update(calibration=calibration_path, **calibrated_metrics(scores, trials[2]))
+            results.update(calibration=calibration_path, **calibrated_metrics(scores, trials[2]),
+                           cllr_uncalibrated=compute_cllr(raw_scores, trials[2]))  # raw scores read as LLRs
     except (OSError, ValueError) as error:
         raise click.ClickException(str(error)) from None
     write_results_json(results_out, results)
