@@ -46,6 +46,21 @@ def test_encoder_output_shape(name, bidirectional):
     assert torch.all(out[1, 4:] == 0) and torch.all(out[2, 5:] == 0)
 
 
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_encoder_equals_a_packed_sequence_run(name, bidirectional):
+    """Whatever path the encoder takes (unpacked for equal lengths or forward-only RNNs), its
+    output is torch's packed-sequence result."""
+    encoder = ENCODERS.build(name, {"hidden_size": 8, "num_layers": 2, "bidirectional": bidirectional},
+                             input_dim=FEAT_DIM)
+    for lengths in ([7, 4, 5], [6, 6]):
+        feats, lengths = batch(lengths)
+        packed = torch.nn.utils.rnn.pack_padded_sequence(feats, lengths, batch_first=True, enforce_sorted=False)
+        expected, _ = torch.nn.utils.rnn.pad_packed_sequence(encoder.rnn(packed)[0], batch_first=True,
+                                                             total_length=feats.shape[1])
+        torch.testing.assert_close(encoder(feats, lengths), expected, atol=1e-6, rtol=1e-5)
+
+
 @pytest.mark.parametrize("name, factor", [("mean", 1), ("stats", 2)])
 def test_pooling_output_shape(name, factor):
     pooling = POOLING.build(name, input_dim=6)

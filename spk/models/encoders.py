@@ -60,10 +60,20 @@ class RecurrentEncoder(nn.Module):
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Encode a padded batch; frames beyond each length come out as zeros."""
         if self.input_layer is not None:
-            feats = self.input_layer(feats)  # frame-wise: padding frames are dropped by packing below
+            feats = self.input_layer(feats)  # frame-wise: padding frames are dropped or masked below
+        total = feats.shape[1]
+        if bool((lengths == total).all()):  # no padding (training chunks): nothing to pack
+            return self.rnn(feats)[0]
+        if self.num_directions == 1:
+            # A forward-only RNN never sees the padding before a frame, so running it unpacked
+            # and zeroing the padded frames gives the packed result. Much faster: torch's CPU
+            # GRU over packed sequences is about 10x slower than over a padded batch.
+            output = self.rnn(feats)[0]
+            valid = torch.arange(total, device=feats.device)[None, :] < lengths.to(feats.device)[:, None]
+            return output * valid[:, :, None]
         packed = pack_padded_sequence(feats, lengths.cpu(), batch_first=True, enforce_sorted=False)
         output, _ = self.rnn(packed)
-        output, _ = pad_packed_sequence(output, batch_first=True, total_length=feats.shape[1])
+        output, _ = pad_packed_sequence(output, batch_first=True, total_length=total)
         return output
 
 
