@@ -151,7 +151,7 @@ def _det_range(systems: Mapping) -> tuple[float, float]:
     return low, high
 
 
-def plot_det(path: str | os.PathLike, systems: Mapping[str, tuple]) -> None:
+def plot_det(path: str | os.PathLike, systems: Mapping[str, tuple], title: str = "DET curve") -> None:
     """DET curves (miss rate against false-alarm rate on normal-deviate axes), EERs marked.
 
     ``systems`` maps a legend name to ``(scores, labels)``. The axes are probit
@@ -179,7 +179,7 @@ def plot_det(path: str | os.PathLike, systems: Mapping[str, tuple]) -> None:
     ax.set_ylim(probit(low), probit(high))
     ax.set_xlabel("False acceptance rate (%)")
     ax.set_ylabel("False rejection rate (%)")
-    ax.set_title("DET curve")
+    ax.set_title(title)
     ax.grid(True, linewidth=0.5, alpha=0.6)
     ax.set_aspect("equal")
     ax.legend(loc="lower left", fontsize=8)  # DET curves stay away from the lower left corner
@@ -341,20 +341,35 @@ def _link(target: Path, exp_dir: Path) -> str:
     return Path(os.path.relpath(target.resolve(), exp_dir.resolve())).as_posix()
 
 
-def _verification_plots(result: dict, exp_dir: Path) -> None:
-    """DET and ROC plots of one verification result whose score file is recorded."""
-    scores_path = _resolve(result["scores"], exp_dir) if result.get("scores") else None
+def _scored_trials(result: dict, exp_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(scores, labels)`` of a verification result, read from the score and trials files it records.
+
+    None, with a warning naming the experiment, the test and the file, when the
+    result records no score file or the files cannot be read: plots are skipped, never the report.
+    """
+    where = f"{exp_dir.name}/results/{result['name']}.json"
+    if not result.get("scores"):
+        logger.warning("%s records no score file; no DET plot", where)
+        return None
+    scores_path = _resolve(result["scores"], exp_dir)
     if scores_path is None:
-        if result.get("scores"):
-            logger.warning("%s: score file %s not found; no DET plot", result["name"], result["scores"])
-        return
+        logger.warning("%s: score file %s not found; no DET plot (rerun stage 5 to make it)", where,
+                       result["scores"])
+        return None
     trials_path = _resolve(result["trials"], exp_dir) if result.get("trials") else None
     try:
-        scores, labels = labelled_scores(scores_path, trials_path)
+        return labelled_scores(scores_path, trials_path)
     except (TrialsError, ValueError, OSError) as error:
-        logger.warning("%s: no DET plot: %s", result["name"], error)
+        logger.warning("%s: no DET plot: %s", where, error)
+        return None
+
+
+def _verification_plots(result: dict, exp_dir: Path) -> None:
+    """DET and ROC plots of one verification result whose score file is recorded."""
+    scored = _scored_trials(result, exp_dir)
+    if scored is None:
         return
-    systems = {result["name"]: (scores, labels)}
+    systems = {result["name"]: scored}
     plot_det(exp_dir / "plots" / f"det_{result['name']}.png", systems)
     plot_roc(exp_dir / "plots" / f"roc_{result['name']}.png", systems)
 
@@ -488,12 +503,70 @@ def comparison_csv(rows: list[dict]) -> str:
     return out.getvalue()
 
 
+def _system_names(exp_dirs: Sequence[Path]) -> list[str]:
+    """Legend names of experiments: directory names, or whole paths where two names are the same."""
+    names = [d.name for d in exp_dirs]
+    return [name if names.count(name) == 1 else str(d) for name, d in zip(names, exp_dirs)]
+
+
+def comparison_det_systems(exp_dirs: Iterable[str | os.PathLike]) -> dict[str, dict[str, tuple]]:
+    """Per verification test that two or more experiments have scores for: experiment -> ``(scores, labels)``.
+
+    Every experiment given is a system, the no-training baseline too when it is
+    among them. Identification results (no score file) are left out; a
+    verification result whose score file is missing or unreadable is skipped with a warning.
+    """
+    exp_dirs = [Path(d) for d in exp_dirs]
+    by_test: dict[str, dict[str, tuple]] = {}
+    for exp_dir, name in zip(exp_dirs, _system_names(exp_dirs)):
+        for result in read_results(exp_dir):
+            if result.get("kind") != "verification":
+                continue
+            scored = _scored_trials(result, exp_dir)
+            if scored is not None:
+                by_test.setdefault(result["name"], {})[name] = scored
+    return {test: systems for test, systems in sorted(by_test.items()) if len(systems) >= 2}
+
+
+def plot_comparison_dets(exp_dirs: Iterable[str | os.PathLike], plots_dir: str | os.PathLike) -> dict[str, Path]:
+    """Draw ``plots_dir/det_<test>.png`` with every system's DET curve for each test of
+    :func:`comparison_det_systems`; returns test -> plot path."""
+    plots = {}
+    for test, systems in comparison_det_systems(exp_dirs).items():
+        path = Path(plots_dir) / f"det_{test}.png"
+        plot_det(path, systems, title=f"DET curve: {test}")
+        logger.info("wrote %s (%d systems)", path, len(systems))
+        plots[test] = path
+    return plots
+
+
+def _plot_links(plots: Mapping[str, Path], markdown_dir: Path) -> str:
+    """A markdown section showing each test's comparison DET plot, linked relative to ``markdown_dir``."""
+    if not plots:
+        return ""
+    parts = ["\n## DET curves\n"]
+    for test, path in plots.items():
+        parts.append(f"\n### {test}\n\n![det_{test}]({_link(path, markdown_dir)})\n")
+    return "".join(parts)
+
+
 def write_comparison(out_md: str | os.PathLike | None, out_csv: str | os.PathLike | None,
-                     exp_dirs: Iterable[str | os.PathLike]) -> list[dict]:
-    """Write the comparison of ``exp_dirs`` as markdown and/or CSV; returns the rows."""
+                     exp_dirs: Iterable[str | os.PathLike], *,
+                     plots_dir: str | os.PathLike | None = None) -> list[dict]:
+    """Write the comparison of ``exp_dirs`` as markdown and/or CSV; returns the rows.
+
+    Also draws one DET plot per test with every system's curve
+    (:func:`plot_comparison_dets`) into ``plots_dir`` (default: ``plots/``
+    beside ``out_md``; with neither, none) and links them below the markdown table.
+    """
+    exp_dirs = [Path(d) for d in exp_dirs]
     rows = compare_experiments(exp_dirs)
+    if plots_dir is None and out_md is not None:
+        plots_dir = Path(out_md).parent / "plots"
+    plots = plot_comparison_dets(exp_dirs, plots_dir) if plots_dir is not None else {}
     if out_md is not None:
-        atomic_write_text(out_md, "# Results: all experiments\n\n" + comparison_markdown(rows))
+        atomic_write_text(out_md, "# Results: all experiments\n\n" + comparison_markdown(rows)
+                          + _plot_links(plots, Path(out_md).parent))
     if out_csv is not None:
         atomic_write_text(out_csv, comparison_csv(rows))
     return rows

@@ -148,5 +148,73 @@ def test_report_and_compare_commands(tmp_path):
     result = runner.invoke(main, ["compare", str(tmp_path / "exp" / "gru"), str(tmp_path / "exp" / "lstm"),
                                   "--csv-out", str(tmp_path / "cmp.csv")])
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("| experiment | test | EER % |")
+    assert result.stdout.startswith("| experiment | test | EER % |")  # logs go to stderr
     assert "| gru | ident |" in result.output and (tmp_path / "cmp.csv").is_file()
+
+
+# --------------------------------------------------------------------------- several systems on one DET plot
+
+SYSTEMS = (("baseline_mfcc_mean", 3, 0.5), ("gru", 1, 1.0), ("lstm", 2, 3.0))
+
+
+def test_stage6_comparison_draws_every_system_on_one_det_plot(tmp_path):
+    from spk.cli import main
+
+    exp = tmp_path / "exp"
+    made = {name: make_experiment(exp / name, seed=seed, separation=separation) for name, seed, separation in SYSTEMS}
+    result = CliRunner().invoke(main, ["report", str(exp / "lstm"), "--compare-root", str(exp)])
+    assert result.exit_code == 0, result.output
+
+    assert is_png(exp / "plots" / "det_test_cosine.png")
+    assert not (exp / "plots" / "det_ident.png").exists()  # identification has no score file
+    text = (exp / "RESULTS.md").read_text()
+    link = "![det_test_cosine](plots/det_test_cosine.png)"
+    assert link in text and text.index(link) > text.index("| lstm | test_cosine |")  # below the table
+    assert "det_ident" not in text
+
+    systems = report.comparison_det_systems(report.find_experiments(exp))
+    assert list(systems) == ["test_cosine"]
+    assert sorted(systems["test_cosine"]) == ["baseline_mfcc_mean", "gru", "lstm"]  # the baseline too
+    for name, (scores, labels) in systems["test_cosine"].items():
+        made_scores, made_labels = made[name]
+        np.testing.assert_allclose(np.sort(scores), np.sort(made_scores), rtol=1e-6)
+        assert labels.sum() == made_labels.sum() and len(labels) == len(made_labels)
+
+
+def test_compare_command_with_a_missing_score_file_only_warns(tmp_path):
+    from spk.cli import main
+
+    exp = tmp_path / "exp"
+    for name, seed, separation in SYSTEMS:
+        make_experiment(exp / name, seed=seed, separation=separation)
+    (exp / "gru" / "scores" / "test_cosine").unlink()
+    result = CliRunner().invoke(main, ["compare", *(str(exp / name) for name, _, _ in SYSTEMS),
+                                       "--markdown-out", str(tmp_path / "out" / "cmp.md")])
+    assert result.exit_code == 0, result.output
+    assert "gru/results/test_cosine.json: score file" in result.stderr and "not found" in result.stderr
+    assert "| gru | test_cosine |" in result.stdout  # the table keeps the experiment
+    assert is_png(tmp_path / "out" / "plots" / "det_test_cosine.png")  # beside --markdown-out
+    assert "![det_test_cosine](plots/det_test_cosine.png)" in (tmp_path / "out" / "cmp.md").read_text()
+    systems = report.comparison_det_systems([exp / name for name, _, _ in SYSTEMS])
+    assert sorted(systems["test_cosine"]) == ["baseline_mfcc_mean", "lstm"]
+
+
+def test_compare_command_puts_plots_beside_the_experiments(tmp_path):
+    from spk.cli import main
+
+    exp = tmp_path / "exp"
+    for name, seed, separation in SYSTEMS[1:]:
+        make_experiment(exp / name, seed=seed, separation=separation)
+    result = CliRunner().invoke(main, ["compare", str(exp / "gru"), str(exp / "lstm")])
+    assert result.exit_code == 0, result.output
+    assert is_png(exp / "plots" / "det_test_cosine.png")
+
+
+def test_no_comparison_plot_for_a_test_only_one_system_scored(tmp_path):
+    exp = tmp_path / "exp"
+    for name, seed, separation in SYSTEMS[1:]:
+        make_experiment(exp / name, seed=seed, separation=separation)
+    (exp / "gru" / "scores" / "test_cosine").unlink()
+    report.write_comparison(exp / "RESULTS.md", None, report.find_experiments(exp))
+    assert not (exp / "plots").exists()
+    assert "DET" not in (exp / "RESULTS.md").read_text()

@@ -15,13 +15,24 @@ from spk.data import DataDirError, validate_data_dir
 @click.option("--out-dir", required=True, type=click.Path(file_okay=False),
               help="Where xvector.{ark,scp} and spk_xvector.{ark,scp} go.")
 @click.option("--device", default="cpu", show_default=True)
-def embed(exp_dir, data_dir, out_dir, device):
+@click.option("--chunk-seconds", type=float, default=None,
+              help="Embed each utterance as chunks of this many seconds and average them (the mean of the "
+                   "length-normalised chunk embeddings); shorter utterances are embedded whole "
+                   "[default: whole utterances].")
+@click.option("--chunk-overlap", type=float, default=None,
+              help="Seconds by which neighbouring chunks overlap (with --chunk-seconds) [default: 0].")
+@click.option("--nj", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Parallel jobs, each with cores/nj torch threads.")
+def embed(exp_dir, data_dir, out_dir, device, chunk_seconds, chunk_overlap, nj):
     """Extract an embedding per utterance and per speaker of DATA_DIR with the model of EXP_DIR."""
     from spk.embed import extract_embeddings
 
+    if chunk_overlap is not None and chunk_seconds is None:
+        raise click.UsageError("--chunk-overlap needs --chunk-seconds (the chunk length)")
     try:
         validate_data_dir(data_dir, need_feats=True)
-        extract_embeddings(Path(exp_dir), Path(data_dir), Path(out_dir), device=device)
+        extract_embeddings(Path(exp_dir), Path(data_dir), Path(out_dir), device=device,
+                           chunk_seconds=chunk_seconds, chunk_overlap=chunk_overlap or 0.0, nj=nj)
     except (DataDirError, FileNotFoundError, ValueError) as error:
         raise click.ClickException(str(error)) from None
 
