@@ -9,7 +9,7 @@ set -euo pipefail
 
 stage=0                      # first stage to run
 stop_stage=6                 # last stage to run
-nj=2                         # parallel jobs for data prep and features
+nj=2                         # parallel jobs for data prep, features and embeddings
 device=cpu                   # cpu, cuda or auto (training and embeddings)
 prep_cmd=                    # stage 0 command (the recipe's data preparation)
 train_set=train              # data/<train_set>: training speakers
@@ -22,6 +22,8 @@ min_frames=200               # stage 2: drop shorter utterances
 min_utts=2                   # stage 2: drop speakers with fewer utterances
 valid_per_spk=1              # stage 2: utterances per speaker held out for validation accuracy
 valid_speakers=0             # stage 2: speakers held out of training for the validation EER
+embed_chunk=0                # stage 4: embed in chunks of this many seconds, averaged (0: whole utterances)
+embed_overlap=0              # stage 4: overlap of those chunks in seconds
 backend=cosine               # stage 5 scoring backend: cosine or euclidean
 center=false                 # stage 5: subtract the training set's mean embedding first
 score_norm=none              # stage 5: also score with none|znorm|tnorm|snorm|asnorm (cohort: training speakers)
@@ -31,7 +33,7 @@ baseline=true                # also score the no-training MFCC-mean baseline
 force=false                  # redo finished work
 threads=0                    # torch threads for training (0 = all cores)
 train_nproc=1                # stage 3: >1 trains with torchrun DDP, this many processes (GPUs) on this machine
-spk_option_names="stage stop_stage nj device prep_cmd train_set test_sets ident_sets feature_config config tag min_frames min_utts valid_per_spk valid_speakers backend center score_norm top_n calib_set baseline force threads train_nproc"
+spk_option_names="stage stop_stage nj device prep_cmd train_set test_sets ident_sets feature_config config tag min_frames min_utts valid_per_spk valid_speakers embed_chunk embed_overlap backend center score_norm top_n calib_set baseline force threads train_nproc"
 
 command_line="$0 $*"
 . "$(dirname "${BASH_SOURCE[0]}")/parse_options.sh"
@@ -99,8 +101,11 @@ if stage_active 4; then
   { [ -n "$ident_sets" ] || [ "$center" = true ] || [ "$score_norm" != none ]; } && needs_train=true
   embed_sets=$(for s in $test_sets $ident_sets $calib_set $([ "$needs_train" = true ] && echo "$train_set"); do
                  echo "$s"; done | awk '!seen[$0]++')  # each set once
+  chunk_opt=()
+  [ "$embed_chunk" != 0 ] && chunk_opt=(--chunk-seconds "$embed_chunk" --chunk-overlap "$embed_overlap")
   for s in $embed_sets; do
-    run spk embed --exp-dir "$exp" --data-dir data/$s --out-dir "$exp/embeddings/$s" --device "$device"
+    run spk embed --exp-dir "$exp" --data-dir data/$s --out-dir "$exp/embeddings/$s" --device "$device" \
+      --nj "$nj" "${chunk_opt[@]}"
   done
   if [ "$baseline" = true ]; then
     for s in $test_sets; do

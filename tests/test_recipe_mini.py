@@ -95,10 +95,11 @@ def test_unknown_option_is_rejected(recipe):
 
 
 def test_rescoring_with_score_normalisation_and_calibration(recipe, first_run):
-    """Stages 4-6 again with centering, AS-norm and a calibration (fitted here on the test trials
-    themselves, which only a test may do): the normalised, calibrated system joins the table."""
+    """Stages 4-6 again with chunked embeddings, centering, AS-norm and a calibration (fitted here on
+    the test trials themselves, which only a test may do): the normalised, calibrated system joins the table."""
     result = run_recipe(recipe, "--stage", "4", "--stop-stage", "6", "--baseline", "false", "--center", "true",
-                        "--score-norm", "asnorm", "--top-n", "4", "--calib-set", "test")
+                        "--score-norm", "asnorm", "--top-n", "4", "--calib-set", "test",
+                        "--embed-chunk", "1.5", "--embed-overlap", "0.5")
     assert result.returncode == 0, result.stderr[-4000:]
     assert (recipe / "exp/tiny/calibration.json").exists()
     raw = json.loads((recipe / "exp/tiny/results/test_cosine.json").read_text())
