@@ -18,6 +18,7 @@ ident_sets=                  # data/<set> of held-out utterances of training spe
 feature_config=conf/fbank.yaml
 config=conf/lstm_softmax.yaml  # experiment config; exp/<tag> with tag = its file name
 tag=                         # override the experiment tag
+train_overrides=             # stage 3: config overrides, e.g. "epochs=30 chunk_frames=[150,250]" (spk train --set; no spaces in values)
 min_frames=200               # stage 2: drop shorter utterances
 min_utts=2                   # stage 2: drop speakers with fewer utterances
 valid_per_spk=1              # stage 2: utterances per speaker held out for validation accuracy
@@ -33,7 +34,7 @@ baseline=true                # also score the no-training MFCC-mean baseline
 force=false                  # redo finished work
 threads=0                    # torch threads for training (0 = all cores)
 train_nproc=1                # stage 3: >1 trains with torchrun DDP, this many processes (GPUs) on this machine
-spk_option_names="stage stop_stage nj device prep_cmd train_set test_sets ident_sets feature_config config tag min_frames min_utts valid_per_spk valid_speakers embed_chunk embed_overlap backend center score_norm top_n calib_set baseline force threads train_nproc"
+spk_option_names="stage stop_stage nj device prep_cmd train_set test_sets ident_sets feature_config config tag train_overrides min_frames min_utts valid_per_spk valid_speakers embed_chunk embed_overlap backend center score_norm top_n calib_set baseline force threads train_nproc"
 
 command_line="$0 $*"
 . "$(dirname "${BASH_SOURCE[0]}")/parse_options.sh"
@@ -85,10 +86,12 @@ if stage_active 3; then
   else
     resume=--resume; [ -f "$exp/models/final.pt" ] && resume=--no-resume
     log "stage 3: training $exp ($config)"
+    read -r -a overrides <<< "$train_overrides"  # split on spaces without globbing "[150,250]"
+    set_opt=(); for o in "${overrides[@]}"; do set_opt+=(--set "$o"); done
     trainer=(spk)
     [ "$train_nproc" -gt 1 ] && trainer=(torchrun --standalone --nproc_per_node "$train_nproc" -m spk)
     run "${trainer[@]}" train --config "$config" --feature-config "$feature_config" --train-dir "$egs/train" \
-      "${valid_opt[@]}" --exp-dir "$exp" --device "$device" --threads "$threads" $resume
+      "${valid_opt[@]}" "${set_opt[@]}" --exp-dir "$exp" --device "$device" --threads "$threads" $resume
   fi
 fi
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import kaldiio
 import numpy as np
 import pytest
+import yaml
 from click.testing import CliRunner, Result
 
 from spk.cli import main
@@ -125,6 +126,21 @@ def test_train_unknown_encoder_lists_known_ones(tmp_path, feature_config):
     assert "unknown encoder 'transformer'; choose one of:" in result.stderr
     assert "gru" in result.stderr and "lstm" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_train_set_overrides_the_config(tmp_path, feature_config):
+    config = tmp_path / "c.yaml"
+    config.write_text(TINY_CONFIG)
+    train_dir = feature_dir(tmp_path / "train")
+    result = run("train", "--config", config, "--feature-config", feature_config, "--train-dir", train_dir,
+                 "--exp-dir", tmp_path / "exp", "--threads", "1", "--set", "epochs=1", "--set", "seed=7")
+    assert result.exit_code == 0, result.output
+    saved = yaml.safe_load((tmp_path / "exp/config.yaml").read_text())
+    assert saved["epochs"] == 1 and saved["seed"] == 7
+    assert len((tmp_path / "exp/train_log.jsonl").read_text().splitlines()) == 1
+    bad = run("train", "--config", config, "--feature-config", feature_config, "--train-dir", train_dir,
+              "--exp-dir", tmp_path / "exp2", "--set", "epoks=1")
+    assert bad.exit_code == 1 and f"{config} with epoks=1: unknown key(s) epoks" in bad.stderr
 
 
 def test_train_needs_features(tmp_path, feature_config):

@@ -154,3 +154,30 @@ def test_training_with_speaker_balance(tmp_path, train_dir, balance):
     assert (exp / "models/final.pt").exists()
     record = json.loads((exp / "train_log.jsonl").read_text().splitlines()[-1])
     assert np.isfinite(record["train_loss"])
+
+
+# ------------------------------------------------------------------- overrides
+
+
+def test_overrides_set_plain_and_nested_keys(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("epochs: 8\nloss_conf: {margin: 0.2}\n")
+    config = ExperimentConfig.from_yaml(path, ["epochs=30", "loss_conf.margin=0.3", "chunk_frames=[150, 250]",
+                                               "finetune.epochs=2", "finetune.loss=triplet"])
+    assert config.epochs == 30 and config.loss_conf == {"margin": 0.3} and config.chunk_frames == (150, 250)
+    assert config.phases()[1].epochs == 2
+    assert path.read_text() == "epochs: 8\nloss_conf: {margin: 0.2}\n"  # the file is untouched
+
+
+@pytest.mark.parametrize("override, message", [
+    ("epochs", "expected KEY=VALUE"),
+    ("epoch=3", "unknown key(s) epoch"),
+    ("epochs.x=3", "epochs is not a mapping"),
+    ("loss_conf={a: [", "not valid YAML"),
+])
+def test_bad_override_is_named(tmp_path, override, message):
+    path = tmp_path / "c.yaml"
+    path.write_text("epochs: 8\n")
+    with pytest.raises(ConfigError) as error:
+        ExperimentConfig.from_yaml(path, [override])
+    assert message in str(error.value) and override.split("=")[0] in str(error.value)

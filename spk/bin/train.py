@@ -48,7 +48,11 @@ def egs(src, dst, min_frames, min_utts, valid_per_spk, valid_speakers, seed):
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="Continue from the latest checkpoint of the same config, or start afresh.")
 @click.option("--threads", default=0, help="torch CPU threads [default: all cores].")
-def train(config_path, feature_config, train_dir, valid_dir, valid_trials_dir, exp_dir, device, resume, threads):
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config option (YAML value; dotted keys for nested ones, e.g. "
+                   "loss_conf.margin=0.3). Repeatable; saved in the resolved config.yaml.")
+def train(config_path, feature_config, train_dir, valid_dir, valid_trials_dir, exp_dir, device, resume, threads,
+          overrides):
     """Train a speaker embedder into EXP_DIR (config.yaml, models/, train_log.jsonl, plots/)."""
     import torch
 
@@ -58,7 +62,7 @@ def train(config_path, feature_config, train_dir, valid_dir, valid_trials_dir, e
     if threads:
         torch.set_num_threads(threads)
     try:
-        config = ExperimentConfig.from_yaml(config_path)
+        config = ExperimentConfig.from_yaml(config_path, overrides)
         features = FeatureConfig.from_yaml(feature_config) if feature_config else FeatureConfig()
         validate_data_dir(train_dir, need_feats=True)
         for extra in (valid_dir, valid_trials_dir):

@@ -24,6 +24,7 @@ feature config and training speakers added) and saves it as
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -118,9 +119,11 @@ class ExperimentConfig:
         return dataclass_from_dict(cls, values, source, ConfigError)
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "ExperimentConfig":
-        """Read an experiment YAML file."""
-        return cls.from_dict(read_yaml_mapping(path, ConfigError), source=str(path))
+    def from_yaml(cls, path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> "ExperimentConfig":
+        """Read an experiment YAML file, then apply ``KEY=VALUE`` overrides (see :func:`apply_overrides`)."""
+        values = apply_overrides(read_yaml_mapping(path, ConfigError), overrides)
+        source = str(path) + (f" with {' '.join(overrides)}" if overrides else "")
+        return cls.from_dict(values, source=source)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain mapping for YAML."""
@@ -134,3 +137,29 @@ class ExperimentConfig:
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
         tmp.replace(path)
+
+
+def apply_overrides(values: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``values`` with each ``KEY=VALUE`` of ``overrides`` set (a copy; the input is not changed).
+
+    VALUE is read as YAML (``epochs=30``, ``chunk_frames=[150,250]``, ``encoder=gru``);
+    dotted keys reach into nested options (``loss_conf.margin=0.3``, ``finetune.epochs=6``).
+    Unknown keys are reported when the config is built.
+    """
+    values = copy.deepcopy(values)
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {override!r}: expected KEY=VALUE, e.g. epochs=30 or loss_conf.margin=0.3")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"override {override!r}: the value is not valid YAML ({error})") from None
+        *parents, last = key.split(".")
+        target = values
+        for parent in parents:
+            if not isinstance(target.setdefault(parent, {}), dict):
+                raise ConfigError(f"override {override!r}: {parent} is not a mapping of options")
+            target = target[parent]
+        target[last] = value
+    return values
