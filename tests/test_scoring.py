@@ -1,7 +1,6 @@
 """Tests for spk.scoring and the ``spk score`` command: real ark/scp files, no mocks."""
 
 import json
-import time
 
 import kaldiio
 import numpy as np
@@ -192,17 +191,17 @@ def test_scores_round_trip_and_join_with_trials(tmp_path):
         scoring.labelled_scores(scores_path, trials)
 
 
-def test_a_million_trials_score_in_well_under_a_second():
+def test_many_trials_match_a_plain_dot_product():
+    """Chunked gathering over many trials gives each trial's own cosine (the speed is measured by
+    benchmarks/score_million_trials.py, not here)."""
     rng = np.random.default_rng(0)
     ids = [f"utt{i:05d}" for i in range(2000)]
-    embeddings = (ids, rng.normal(size=(2000, 256)).astype(np.float32))
-    n = 1_000_000
-    trials = ([ids[i] for i in rng.integers(0, 2000, n)], [ids[i] for i in rng.integers(0, 2000, n)])
-    start = time.perf_counter()
-    scores = scoring.score_trials(trials, embeddings, embeddings)
-    elapsed = time.perf_counter() - start
-    assert scores.shape == (n,) and np.all(np.abs(scores) <= 1 + 1e-5)
-    assert elapsed < 1.0, f"{elapsed:.2f} s"
+    matrix = rng.normal(size=(2000, 64)).astype(np.float32)
+    n = 100_000
+    left, right = rng.integers(0, 2000, n), rng.integers(0, 2000, n)
+    scores = scoring.score_trials(([ids[i] for i in left], [ids[i] for i in right]), (ids, matrix), (ids, matrix))
+    unit = matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+    np.testing.assert_allclose(scores, np.einsum("ij,ij->i", unit[left], unit[right]), atol=1e-5)
 
 
 def test_score_command(tmp_path, speakers):
