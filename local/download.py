@@ -283,13 +283,17 @@ def extract_tar(archive: str | os.PathLike, target_dir: str | os.PathLike, *, pr
             for member in members:
                 _check_member(member, archive)
             for member in tqdm(members, desc=f"extracting {archive.name}", unit="file", disable=not progress):
-                tar.extract(member, target_dir, filter="data")
+                # members were checked above; the "data" filter (Python >= 3.11.4) checks them again
+                tar.extract(member, target_dir, **_EXTRACT_OPTIONS)
     except (tarfile.TarError, EOFError, OSError) as error:
         raise DownloadError(f"cannot extract {archive}: {error}. If the archive is damaged, delete it and "
                             "download it again") from None
     flag.write_text(f"{archive.name} {len(members)} members\n")
     logger.info("extracted %s (%d members) into %s", archive.name, len(members), target_dir)
     return target_dir
+
+
+_EXTRACT_OPTIONS = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
 
 
 def _check_member(member: tarfile.TarInfo, archive: Path) -> None:

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from spk.data import DataDir
 from spk.features import FeatureConfig
 from spk.train.dataset import FeatureStore, pad_batch
-from spk.train.trainer import load_trained_model
+from spk.train.trainer import load_trained_model, trained_model_path
 
 logger = logging.getLogger(__name__)
 
@@ -236,6 +236,7 @@ def extract_embeddings(exp_dir: Path, data_dir: Path, out_dir: Path, *, device: 
     exp_dir, data_dir, out_dir = Path(exp_dir), Path(data_dir), Path(out_dir)
     if nj < 1:
         raise ValueError(f"--nj must be at least 1, not {nj}")
+    trained_model_path(exp_dir)  # fail early, before reading the experiment's config
     chunking = None
     if chunk_seconds is not None:
         chunking = Chunking.from_seconds(chunk_seconds, chunk_overlap, _experiment_features(exp_dir).frame_shift_ms)

@@ -488,12 +488,18 @@ def _plot_curves(exp_dir: Path) -> None:
     plot_training_curves(exp_dir / "plots" / "training_curves.png", records)
 
 
+def trained_model_path(exp_dir: Path) -> Path:
+    """``exp_dir/models/final.pt``; an error saying to train first when it is missing."""
+    final = Path(exp_dir) / "models" / "final.pt"
+    if not final.exists():
+        raise FileNotFoundError(f"{final} does not exist: train the model first (stage 3)")
+    return final
+
+
 def load_trained_model(exp_dir: Path, device: str = "cpu") -> tuple[SpeakerEmbedder, ExperimentConfig, list[str]]:
     """The finished model of an experiment, with its config and training speakers, in eval mode."""
     exp_dir = Path(exp_dir)
-    final = exp_dir / "models" / "final.pt"
-    if not final.exists():
-        raise FileNotFoundError(f"{final} does not exist: train the model first (stage 3)")
+    final = trained_model_path(exp_dir)
     config = ExperimentConfig.from_yaml(exp_dir / "config.yaml")
     speakers = (exp_dir / "speakers.txt").read_text().split()
     feature_config = FeatureConfig.from_dict(config.features)
