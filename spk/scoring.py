@@ -201,6 +201,13 @@ def cross_scores(a: np.ndarray, b: np.ndarray, backend: str = "cosine") -> np.nd
 # trials and scores
 # --------------------------------------------------------------------------- #
 
+def _label(word: str, path, number: int) -> int:
+    """1 for ``target``, 0 for ``nontarget``; anything else is an error naming the file and line."""
+    if word not in LABEL_WORDS:
+        raise TrialsError(f"{path} line {number}: label {word!r} is neither 'target' nor 'nontarget'")
+    return LABEL_WORDS[word]
+
+
 def read_trials(path: str | os.PathLike) -> tuple[list[str], list[str], np.ndarray | None]:
     """Read a Kaldi trials file into ``(enroll_ids, test_ids, labels)``.
 
@@ -219,10 +226,7 @@ def read_trials(path: str | os.PathLike) -> tuple[list[str], list[str], np.ndarr
                 raise TrialsError(f"{path} line {number}: {len(fields)} fields, but earlier lines have "
                                   f"{5 - len(fields)}; label every trial or none")
             if len(fields) == 3:
-                if fields[2] not in LABEL_WORDS:
-                    raise TrialsError(f"{path} line {number}: label {fields[2]!r} is neither 'target' "
-                                      f"nor 'nontarget'")
-                labels.append(LABEL_WORDS[fields[2]])
+                labels.append(_label(fields[2], path, number))
             enroll_ids.append(fields[0])
             test_ids.append(fields[1])
     if not enroll_ids:
@@ -335,10 +339,7 @@ def read_scores(path: str | os.PathLike) -> tuple[list[str], list[str], np.ndarr
             except ValueError:
                 raise TrialsError(f"{path} line {number}: score {fields[2]!r} is not a number") from None
             if len(fields) == 4:
-                if fields[3] not in LABEL_WORDS:
-                    raise TrialsError(f"{path} line {number}: label {fields[3]!r} is neither 'target' "
-                                      f"nor 'nontarget'")
-                labels.append(LABEL_WORDS[fields[3]])
+                labels.append(_label(fields[3], path, number))
             enroll_ids.append(fields[0])
             test_ids.append(fields[1])
     if labels and len(labels) != len(scores):
