@@ -53,8 +53,10 @@ class FeatureStore:
         return self._load(key)
 
     def num_frames(self, key: str) -> int:
-        """Frames of one utterance (reads only the header when not preloaded)."""
-        return len(self[key])
+        """Frames of one utterance (when not preloaded, read from the ark without normalising)."""
+        if self._cache is not None:
+            return len(self._cache[key])
+        return len(self._feats[key])  # normalising never changes the number of frames
 
 
 @dataclass
