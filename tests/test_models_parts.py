@@ -7,6 +7,8 @@ import torch
 
 from spk.models import ENCODERS, HEADS, POOLING, build_embedder
 from spk.models.registry import RegistryError
+from tests.test_models import assert_padding_changes_nothing
+from tests.test_models import batch as padded_batch
 
 FEAT_DIM = 6
 ENCODER_OPTIONS = [
@@ -21,12 +23,8 @@ POOLINGS = {"mean": 1, "stats": 2, "last": 1, "attentive_stats": 2}
 
 
 def batch(lengths, dim=FEAT_DIM, seed=0):
-    """A padded batch (zeros beyond each length) and its lengths."""
-    generator = torch.Generator().manual_seed(seed)
-    feats = torch.zeros(len(lengths), max(lengths), dim)
-    for i, length in enumerate(lengths):
-        feats[i, :length] = torch.randn(length, dim, generator=generator)
-    return feats, torch.tensor(lengths)
+    """A padded batch of FEAT_DIM-dim frames (zeros beyond each length) and its lengths."""
+    return padded_batch(lengths, dim, seed)
 
 
 def model_config(encoder, pooling, encoder_conf, **extra):
@@ -97,15 +95,7 @@ def test_embedding_shape_every_combination(encoder, options, pooling):
 def test_embedding_does_not_depend_on_padding(pooling, options):
     torch.manual_seed(0)
     model = build_embedder(model_config("lstm", pooling, options, segment_layers=[7]), FEAT_DIM, None).eval()
-    feats, lengths = batch([9, 4, 6], seed=1)
-    with torch.no_grad():
-        padded = model(feats, lengths)
-        for i, length in enumerate(lengths.tolist()):
-            alone = model(feats[i:i + 1, :length], lengths[i:i + 1])
-            torch.testing.assert_close(padded[i:i + 1], alone, atol=1e-5, rtol=0)
-        noisy = feats.clone()
-        noisy[1, 4:] = 1e3
-        torch.testing.assert_close(model(noisy, lengths), padded, atol=1e-5, rtol=0)
+    assert_padding_changes_nothing(model, *batch([9, 4, 6], seed=1))
 
 
 # --- pooling --------------------------------------------------------------------------------
