@@ -96,9 +96,17 @@ class EspeakSynth:
         if self._lib.espeak_SetVoiceByName(name.encode()) != 0:
             raise EspeakError(f"eSpeak NG does not know the voice {name!r}")
 
-    def synthesize(self, text: str, *, words_per_minute: int, pitch: int = 50, pitch_range: int = 50) -> np.ndarray:
-        """Speak ``text``; returns float32 samples in [-1, 1] at :attr:`sample_rate`."""
+    def synthesize(self, text: str, *, words_per_minute: int, pitch: int = 50, pitch_range: int = 50,
+                   seed: int | None = None) -> np.ndarray:
+        """Speak ``text``; returns float32 samples in [-1, 1] at :attr:`sample_rate`.
+
+        eSpeak NG draws the noise of breathy voices from its own random generator,
+        seeded from the clock; ``seed`` reseeds it first (``espeak_ng_SetRandSeed``),
+        so that the audio is the same on every run.
+        """
         with self._lock:
+            if seed is not None:
+                self._lib.espeak_ng_SetRandSeed(ctypes.c_long(seed))
             self._lib.espeak_SetParameter(_PARAM_RATE, int(words_per_minute), 0)
             self._lib.espeak_SetParameter(_PARAM_PITCH, int(pitch), 0)
             self._lib.espeak_SetParameter(_PARAM_RANGE, int(pitch_range), 0)

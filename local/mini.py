@@ -17,8 +17,9 @@ Corpus layout (written by :func:`generate_corpus`)::
       wav/<speaker>/<session>/<speaker>-<session>-<nn>.wav    16 kHz, 16-bit mono
 
 ``role`` is ``train`` (training speakers; their last session is held out for
-closed-set identification) or ``test`` (disjoint speakers for verification
-trials).  :func:`prepare_data_dirs` turns the corpus into Kaldi data dirs.
+closed-set identification), ``test`` (disjoint speakers for verification
+trials) or ``dev`` (more disjoint speakers with their own trials, for fitting
+score calibration without touching the test trials).  :func:`prepare_data_dirs` turns the corpus into Kaldi data dirs.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class MiniConfig:
 
     num_train_speakers: int = 128
     num_test_speakers: int = 24
+    num_dev_speakers: int = 16  # disjoint speakers with their own trials, for calibration (after the others)
     train_sessions: int = 3  # sessions of a training speaker used for training
     train_utts_per_session: int = 6
     ident_utts: int = 4  # utterances of one more session, held out for identification
@@ -161,7 +163,9 @@ def plan_corpus(config: MiniConfig) -> list[SpeakerJob]:
     rng = np.random.default_rng(config.seed)
     sentences = SentenceGenerator(np.random.default_rng(config.seed + 1))
     jobs = []
-    roles = ["train"] * config.num_train_speakers + ["test"] * config.num_test_speakers
+    # dev speakers come last, so adding them leaves every train and test speaker unchanged
+    roles = (["train"] * config.num_train_speakers + ["test"] * config.num_test_speakers
+             + ["dev"] * config.num_dev_speakers)
     for number, role in enumerate(roles, start=1):
         speaker = f"spk{number:03d}"
         voice = _sample_voice(speaker, role, rng)
@@ -211,6 +215,7 @@ def _render_speaker(job: SpeakerJob, out_dir: Path) -> float:
             text,
             words_per_minute=int(voice.words_per_minute * rng.uniform(0.92, 1.08)),
             pitch=int(rng.uniform(44, 56)), pitch_range=int(rng.uniform(40, 60)),
+            seed=session.seed * 1009 + utt_index,  # without drawing from rng, so the rest stays as it was
         )
         speech = soxr.resample(raw, _worker_synth.sample_rate, SAMPLE_RATE, quality="HQ")
         speech = _pad_silence(speech, rng)
@@ -339,16 +344,17 @@ def read_corpus(corpus_dir: Path) -> list[dict[str, str]]:
 
 
 def split_corpus(utterances: list[dict[str, str]]) -> dict[str, list[dict[str, str]]]:
-    """Three sets: ``train`` (training speakers' training sessions), ``ident_test`` (their last,
-    held-out session, for closed-set identification) and ``test`` (disjoint speakers, for trials)."""
+    """The sets ``train`` (training speakers' training sessions), ``ident_test`` (their last,
+    held-out session, for closed-set identification), ``test`` (disjoint speakers, for trials)
+    and, when the corpus has dev speakers, ``dev`` (disjoint again, for calibration trials)."""
     last_session = {}
     for u in utterances:
         if u["role"] == "train":
             last_session[u["speaker"]] = max(last_session.get(u["speaker"], ""), u["session"])
     sets: dict[str, list[dict[str, str]]] = {"train": [], "ident_test": [], "test": []}
     for u in utterances:
-        if u["role"] == "test":
-            sets["test"].append(u)
+        if u["role"] in ("test", "dev"):
+            sets.setdefault(u["role"], []).append(u)
         elif u["session"] == last_session[u["speaker"]]:
             sets["ident_test"].append(u)
         else:
@@ -386,10 +392,11 @@ def write_data_dir(data_dir: Path, utterances: list[dict[str, str]]) -> None:
 
 
 def prepare_data_dirs(corpus_dir: Path, data_dir: Path, *, seed: int = 0) -> dict[str, int]:
-    """Kaldi data dirs ``train``, ``ident_test`` and ``test`` (with ``trials``) under ``data_dir``.
+    """Kaldi data dirs ``train``, ``ident_test``, ``test`` and ``dev`` (both with ``trials``) under ``data_dir``.
 
-    Returns the number of utterances per set.  The trial list is balanced, and its
-    enrollment and test sides always come from different sessions.
+    Returns the number of utterances per set.  The trial lists are balanced, and their
+    enrollment and test sides always come from different sessions.  ``dev`` is written
+    only when the corpus has dev speakers (corpora made before they existed have none).
     """
     from spk.data import Trial, validate_data_dir, validate_trials, write_trials
 
@@ -398,16 +405,20 @@ def prepare_data_dirs(corpus_dir: Path, data_dir: Path, *, seed: int = 0) -> dic
     for name, utterances in sets.items():
         write_data_dir(Path(data_dir) / name, utterances)
         counts[name] = len(utterances)
-    test_dir = Path(data_dir) / "test"
-    trials = make_trials(sets["test"], seed=seed)
-    write_trials(test_dir / "trials", [Trial(e, t, target) for e, t, target in trials])
+    trial_counts = {}
+    for name in ("test", "dev"):
+        if name not in sets:
+            continue
+        trials = make_trials(sets[name], seed=seed)
+        write_trials(Path(data_dir) / name / "trials", [Trial(e, t, target) for e, t, target in trials])
+        utts = {u["utt"] for u in sets[name]}
+        validate_trials(Path(data_dir) / name / "trials", utts, utts)
+        trial_counts[name] = (len(trials), sum(t[2] for t in trials))
     for name in sets:
         validate_data_dir(Path(data_dir) / name)
-    utts = {u["utt"] for u in sets["test"]}
-    validate_trials(test_dir / "trials", utts, utts)
-    logger.info("mini data dirs in %s: %s; %d trials (%d target)", data_dir,
-                ", ".join(f"{k} {v} utts" for k, v in counts.items()), len(trials),
-                sum(t[2] for t in trials))
+    logger.info("mini data dirs in %s: %s; trials: %s", data_dir,
+                ", ".join(f"{k} {v} utts" for k, v in counts.items()),
+                ", ".join(f"{k} {n} ({t} target)" for k, (n, t) in trial_counts.items()))
     return counts
 
 
@@ -422,12 +433,14 @@ def main(argv: list[str] | None = None) -> None:
     @click.option("--data-dir", type=click.Path(), required=True, help="Where the data dirs go.")
     @click.option("--num-train-speakers", default=MiniConfig.num_train_speakers, show_default=True)
     @click.option("--num-test-speakers", default=MiniConfig.num_test_speakers, show_default=True)
+    @click.option("--num-dev-speakers", default=MiniConfig.num_dev_speakers, show_default=True,
+                  help="Speakers of the dev set (calibration trials).")
     @click.option("--seed", default=0, show_default=True)
     @click.option("--nj", default=2, show_default=True, help="Parallel synthesis processes.")
-    def command(corpus_dir, data_dir, num_train_speakers, num_test_speakers, seed, nj):
+    def command(corpus_dir, data_dir, num_train_speakers, num_test_speakers, num_dev_speakers, seed, nj):
         setup_logging()
-        config = MiniConfig(num_train_speakers=num_train_speakers,
-                            num_test_speakers=num_test_speakers, seed=seed)
+        config = MiniConfig(num_train_speakers=num_train_speakers, num_test_speakers=num_test_speakers,
+                            num_dev_speakers=num_dev_speakers, seed=seed)
         try:
             generate_corpus(Path(corpus_dir), config, nj=nj)
         except FileExistsError as err:

@@ -16,8 +16,9 @@ from local.mini_text import SentenceGenerator
 from spk.data import DataDir, read_trials, validate_data_dir
 
 TINY = MiniConfig(num_train_speakers=4, num_test_speakers=3, train_sessions=2, train_utts_per_session=2,
-                  ident_utts=1, test_sessions=2, test_utts_per_session=2)
-NUM_UTTS = 4 * (2 * 2 + 1) + 3 * (2 * 2)
+                  ident_utts=1, test_sessions=2, test_utts_per_session=2, num_dev_speakers=2,
+                  seed=4)  # a seed that gives breathy voices, whose eSpeak noise must be seeded too
+NUM_UTTS = 4 * (2 * 2 + 1) + 3 * (2 * 2) + 2 * (2 * 2)
 
 
 def read_tsv(path: Path) -> list[dict[str, str]]:
@@ -36,7 +37,7 @@ def corpus(tmp_path_factory) -> Path:
 def data(corpus, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("mini_data")
     counts = prepare_data_dirs(corpus, out)
-    assert counts == {"train": 4 * 2 * 2, "ident_test": 4 * 1, "test": 3 * 2 * 2}
+    assert counts == {"train": 4 * 2 * 2, "ident_test": 4 * 1, "test": 3 * 2 * 2, "dev": 2 * 2 * 2}
     return out
 
 
@@ -63,10 +64,11 @@ def test_plan_is_deterministic_and_voices_differ():
     plan = plan_corpus(TINY)
     assert plan == plan_corpus(TINY)
     assert plan != plan_corpus(MiniConfig(**{**TINY.__dict__, "seed": 1}))
-    assert [job.voice.speaker for job in plan] == [f"spk{i:03d}" for i in range(1, 8)]
-    assert [job.voice.role for job in plan] == ["train"] * 4 + ["test"] * 3
-    assert len({job.voice.variant_text() for job in plan}) == 7
-    assert len({(job.voice.pitch_low, job.voice.vtl_factor, job.voice.formant_freq) for job in plan}) == 7
+    assert [job.voice.speaker for job in plan] == [f"spk{i:03d}" for i in range(1, 10)]
+    assert [job.voice.role for job in plan] == ["train"] * 4 + ["test"] * 3 + ["dev"] * 2
+    assert len({job.voice.variant_text() for job in plan}) == 9
+    assert len({(job.voice.pitch_low, job.voice.vtl_factor, job.voice.formant_freq) for job in plan}) == 9
+
     for job in plan:
         sessions = [s.session for s in job.sessions]
         if job.voice.role == "train":
@@ -78,6 +80,13 @@ def test_plan_is_deterministic_and_voices_differ():
         assert len({(s.noise, s.snr_db, s.rt60, s.seed) for s in job.sessions}) == len(job.sessions)
     texts = [text for job in plan for _, _, text in job.utterances]
     assert len(texts) == NUM_UTTS == len(set(texts))
+
+
+def test_dev_speakers_leave_train_and_test_speakers_unchanged():
+    """Dev speakers are planned last, so a corpus with more or fewer of them has the same
+    train and test speakers, sessions and sentences (results stay comparable)."""
+    without_dev = plan_corpus(MiniConfig(**{**TINY.__dict__, "num_dev_speakers": 0}))
+    assert plan_corpus(TINY)[:len(without_dev)] == without_dev
 
 
 def test_voice_variant_text():
@@ -98,9 +107,9 @@ def test_corpus_layout(corpus):
     speakers = read_tsv(corpus / "speakers.tsv")
     assert list(speakers[0]) == ["speaker", "gender", "accent", "role", "pitch_low", "pitch_high",
                                  "vtl_factor", "words_per_minute"]
-    assert [row["role"] for row in speakers] == ["train"] * 4 + ["test"] * 3
+    assert [row["role"] for row in speakers] == ["train"] * 4 + ["test"] * 3 + ["dev"] * 2
     sessions = read_tsv(corpus / "sessions.tsv")
-    assert len(sessions) == 4 * 3 + 3 * 2
+    assert len(sessions) == 4 * 3 + 3 * 2 + 2 * 2
     assert list(sessions[0]) == ["speaker", "session", "noise", "snr_db", "rt60", "drr_db", "gain_db"]
     text = read_tsv(corpus / "text.tsv")
     assert len(text) == NUM_UTTS
@@ -130,6 +139,7 @@ def corpus_files(root: Path) -> list[Path]:
 
 
 def test_corpus_is_deterministic(corpus, serial_corpus, tmp_path):
+    assert any(any(job.voice.breath) for job in plan_corpus(TINY))
     again = generate_corpus(tmp_path / "again", TINY, nj=1)
     assert corpus_files(again) == corpus_files(serial_corpus) == corpus_files(corpus)
     for name in corpus_files(serial_corpus):
@@ -162,7 +172,7 @@ def test_other_config_on_existing_dir_refused(corpus, tmp_path):
 
 
 def test_data_dirs_validate(data):
-    for name, utts, speakers in (("train", 16, 4), ("ident_test", 4, 4), ("test", 12, 3)):
+    for name, utts, speakers in (("train", 16, 4), ("ident_test", 4, 4), ("test", 12, 3), ("dev", 8, 2)):
         summary = validate_data_dir(data / name)
         assert (summary.num_utterances, summary.num_speakers) == (utts, speakers), name
         for path in DataDir(data / name).wav_scp().values():
@@ -173,16 +183,19 @@ def test_data_dir_speaker_split(data):
     train = DataDir(data / "train").utt2spk()
     ident = DataDir(data / "ident_test").utt2spk()
     test = DataDir(data / "test").utt2spk()
+    dev = DataDir(data / "dev").utt2spk()
     assert not set(test.values()) & set(train.values())
+    assert not set(dev.values()) & (set(train.values()) | set(test.values()))
     assert set(ident.values()) <= set(train.values())
     assert not set(ident) & set(train)
     assert {u.split("-")[1] for u in ident} == {"s3"}  # the held-out session
     assert {u.split("-")[1] for u in train} == {"s1", "s2"}
 
 
-def test_trials(data):
-    trials = read_trials(data / "test" / "trials")
-    test = DataDir(data / "test").utt2spk()
+@pytest.mark.parametrize("name, num_targets", [("test", 3 * 2 * 2), ("dev", 2 * 2 * 2)])
+def test_trials(data, name, num_targets):
+    trials = read_trials(data / name / "trials")
+    test = DataDir(data / name).utt2spk()
     targets = [t for t in trials if t.target]
     assert len(targets) == len(trials) - len(targets) > 0
     assert len({(t.enroll, t.test) for t in trials}) == len(trials)
@@ -193,8 +206,8 @@ def test_trials(data):
             assert t.enroll.split("-")[1] != t.test.split("-")[1]  # different sessions
         else:
             assert test[t.enroll] != test[t.test]
-    # every same-speaker cross-session pair is a target trial: 3 speakers x 2 x 2
-    assert len(targets) == 12
+    # every same-speaker cross-session pair is a target trial: speakers x 2 x 2
+    assert len(targets) == num_targets
 
 
 # --------------------------------------------------------------------------- baseline

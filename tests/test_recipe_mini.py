@@ -36,7 +36,7 @@ def recipe(tmp_path_factory) -> Path:
 
 
 def run_recipe(recipe: Path, *args: str) -> subprocess.CompletedProcess:
-    command = ["./run.sh", "--train-speakers", "8", "--test-speakers", "4", "--min-frames", "100",
+    command = ["./run.sh", "--train-speakers", "8", "--test-speakers", "4", "--dev-speakers", "3", "--min-frames", "100",
                "--config", "tiny.yaml", "--threads", "1", *args]
     return subprocess.run(command, cwd=recipe, capture_output=True, text=True, timeout=600,
                           stdin=subprocess.DEVNULL)
