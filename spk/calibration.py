@@ -156,6 +156,9 @@ class Calibration:
     dev_scores: str | None = None
     thresholds: dict = field(default_factory=dict)
     dev_metrics: dict = field(default_factory=dict)
+    # how the dev scores were made, so a user of the calibration can score the same way:
+    # backend (cosine/euclidean), center (the subtracted mean vector as a list, or None), score_norm
+    scoring: dict = field(default_factory=dict)
 
     def transform(self, scores) -> np.ndarray:
         """Raw scores as calibrated LLRs (float64)."""

@@ -67,7 +67,7 @@ current_stage=1
 if stage_active 1; then
   log "stage 1: features ($feature_config)"
   run spk features --config "$feature_config" --feat-dir "features/$(basename "${feature_config%.*}")" \
-    --nj "$nj" "${force_flag[@]}" data/$train_set $(for s in $test_sets $ident_sets; do echo data/$s; done)
+    --nj "$nj" "${force_flag[@]}" data/$train_set $(for s in $test_sets $ident_sets $calib_set; do echo data/$s; done)
 fi
 
 current_stage=2
@@ -130,26 +130,32 @@ if stage_active 5; then
     [ "$score_norm" = asnorm ] && norm_opt+=(--top-n "$top_n")
   fi
   system=$backend; [ "$score_norm" != none ] && system=${backend}_$score_norm
-  calib_opt=()
+  calib_raw=(); calib_norm=()
   if [ -n "$calib_set" ]; then
-    # fit on the dev set's scores, made exactly as the test scores are (backend, centering, normalisation)
+    # fit on the dev set's scores, made exactly as the test scores are (backend, centering, normalisation):
+    # calibration.json for the plain backend (what 'spk verify' uses), calibration_<system>.json for the
+    # normalised scores
     cscp=$exp/embeddings/$calib_set/xvector.scp
-    run spk score --trials "data/$calib_set/trials" --enroll-scp "$cscp" --test-scp "$cscp" --backend "$backend" \
-      "${center_opt[@]}" "${norm_opt[@]}" --scores-out "$exp/calibration/${calib_set}_$system.scores" \
-      --results-out "$exp/calibration/${calib_set}_$system.json"
-    run spk calibrate --scores "$exp/calibration/${calib_set}_$system.scores" --trials "data/$calib_set/trials" \
-      --out "$exp/calibration.json"
-    calib_opt=(--calibration "$exp/calibration.json")
+    for sys in $backend $([ "$score_norm" != none ] && echo "$system"); do
+      opts=("${center_opt[@]}"); cal_norm=none
+      [ "$sys" != "$backend" ] && { opts+=("${norm_opt[@]}"); cal_norm=$score_norm; }
+      cal_json=$exp/calibration.json; [ "$sys" != "$backend" ] && cal_json=$exp/calibration_$sys.json
+      run spk score --trials "data/$calib_set/trials" --enroll-scp "$cscp" --test-scp "$cscp" --backend "$backend" \
+        "${opts[@]}" --scores-out "$exp/calibration/${calib_set}_$sys.scores" \
+        --results-out "$exp/calibration/${calib_set}_$sys.json"
+      run spk calibrate --scores "$exp/calibration/${calib_set}_$sys.scores" --trials "data/$calib_set/trials" \
+        --backend "$backend" "${center_opt[@]}" --score-norm "$cal_norm" --out "$cal_json"
+      if [ "$sys" = "$backend" ]; then calib_raw=(--calibration "$cal_json"); else calib_norm=(--calibration "$cal_json"); fi
+    done
   fi
   for s in $test_sets; do
     scp=$exp/embeddings/$s/xvector.scp
-    raw_calib=(); [ "$score_norm" = none ] && raw_calib=("${calib_opt[@]}")
     run spk score --trials data/$s/trials --enroll-scp "$scp" --test-scp "$scp" --backend "$backend" \
-      "${center_opt[@]}" "${raw_calib[@]}" \
+      "${center_opt[@]}" "${calib_raw[@]}" \
       --scores-out "$exp/scores/${s}_$backend" --results-out "$exp/results/${s}_$backend.json"
     if [ "$score_norm" != none ]; then
       run spk score --trials data/$s/trials --enroll-scp "$scp" --test-scp "$scp" --backend "$backend" \
-        "${center_opt[@]}" "${norm_opt[@]}" "${calib_opt[@]}" \
+        "${center_opt[@]}" "${norm_opt[@]}" "${calib_norm[@]}" \
         --scores-out "$exp/scores/${s}_$system" --results-out "$exp/results/${s}_$system.json"
     fi
     if [ "$baseline" = true ]; then

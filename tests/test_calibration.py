@@ -262,6 +262,26 @@ def dev_and_eval(tmp_path):
     return scp, lists
 
 
+def test_calibration_records_how_the_dev_scores_were_made(tmp_path, dev_and_eval):
+    """The centre vector itself goes into the calibration file, so it is enough to score like the dev set."""
+    from spk.cli import main
+
+    scp, trials = dev_and_eval
+    runner = CliRunner()
+    result = runner.invoke(main, ["score", "--trials", str(trials["dev"]), "--enroll-scp", scp, "--test-scp", scp,
+                                  "--center-scp", scp, "--scores-out", str(tmp_path / "dev.scores"),
+                                  "--results-out", str(tmp_path / "dev.json")])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "calibration.json"
+    result = runner.invoke(main, ["calibrate", "--scores", str(tmp_path / "dev.scores"), "--trials",
+                                  str(trials["dev"]), "--out", str(out), "--center-scp", scp])
+    assert result.exit_code == 0, result.output
+    loaded = calibration.load_calibration(out)
+    _, matrix = scoring.load_embeddings(scp)
+    np.testing.assert_allclose(loaded.scoring["center"], matrix.mean(axis=0), rtol=1e-5, atol=1e-6)
+    assert (loaded.scoring["backend"], loaded.scoring["score_norm"]) == ("cosine", "none")
+
+
 def test_calibrate_then_score_with_the_calibration(tmp_path, dev_and_eval):
     from spk.cli import main
 
@@ -282,6 +302,7 @@ def test_calibrate_then_score_with_the_calibration(tmp_path, dev_and_eval):
     assert record["dev_trials"] == str(trials["dev"]) and record["dev_scores"] == str(tmp_path / "scores" / "dev")
     assert {"eer", "far_0.01", "far_0.1", "bayes_0.5", "bayes_0.01", "bayes_0.001"} == set(record["thresholds"])
     assert record["dev_metrics"]["cllr"] < record["dev_metrics"]["cllr_raw"]
+    assert record["scoring"] == {"backend": "cosine", "score_norm": "none", "center": None}
 
     raw = score("eval")
     assert raw.exit_code == 0, raw.output

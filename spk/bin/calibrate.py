@@ -7,7 +7,7 @@ import logging
 import click
 
 from spk.calibration import DEFAULT_FARS, calibrate as fit_calibration, save_calibration
-from spk.scoring import labelled_scores
+from spk.scoring import labelled_scores, load_embeddings, mean_embedding
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +26,15 @@ logger = logging.getLogger(__name__)
 @click.option("--far", "fars", multiple=True, default=DEFAULT_FARS, show_default=True,
               type=click.FloatRange(0.0, 1.0, max_open=True),
               help="False-accept rate to record a threshold for (repeat for several).")
-def calibrate(scores_path, trials_path, out_path, p_target, fars):
+@click.option("--backend", default="cosine", show_default=True, type=click.Choice(["cosine", "euclidean"]),
+              help="The backend that made --scores (recorded, so the calibration is applied to like scores).")
+@click.option("--center-scp", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="The embeddings whose mean was subtracted before scoring (as given to 'spk score'); "
+                   "the mean vector itself is stored, so the calibration file is self-contained.")
+@click.option("--score-norm", default="none", show_default=True,
+              type=click.Choice(["none", "znorm", "tnorm", "snorm", "asnorm"]),
+              help="The score normalisation that made --scores (recorded).")
+def calibrate(scores_path, trials_path, out_path, p_target, fars, backend, center_scp, score_norm):
     """Fit LLR = a * score + b by prior-weighted logistic regression on dev scores; record thresholds.
 
     The thresholds (EER point, each --far, Bayes thresholds for p_target 0.5, 0.01
@@ -38,6 +46,9 @@ def calibrate(scores_path, trials_path, out_path, p_target, fars):
         scores, labels = labelled_scores(scores_path, trials_path)
         calibration = fit_calibration(scores, labels, p_target, fars, dev_trials=trials_path,
                                       dev_scores=scores_path)
+        center = mean_embedding(load_embeddings(center_scp)) if center_scp else None
+        calibration.scoring = {"backend": backend, "score_norm": score_norm,
+                               "center": None if center is None else [float(v) for v in center]}
     except (OSError, ValueError) as error:
         raise click.ClickException(str(error)) from None
     save_calibration(out_path, calibration)
