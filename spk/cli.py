@@ -15,6 +15,7 @@ from spk.log import setup_logging
 _COMMANDS = {
     "data": ("data", "data"),
     "features": ("features", "features"),
+    "augment": ("augment", "augment"),
     "egs": ("train", "egs"),
     "train": ("train", "train"),
     "embed": ("embed", "embed"),
@@ -24,11 +25,17 @@ _COMMANDS = {
     "baseline": ("embed", "baseline"),
     "report": ("report", "report"),
     "compare": ("report", "compare"),
+    "enroll": ("product", "enroll"),
+    "verify": ("product", "verify"),
+    "identify": ("product", "identify"),
+    "speakers": ("product", "speakers"),
+    "export": ("export", "export"),
 }
 
 _SUMMARIES = {
     "data": "Validate, fix, subset and split Kaldi data dirs.",
     "features": "Compute fbank/MFCC features and CMVN stats (stage 1).",
+    "augment": "Noise/music/RIR sources; augmented and speed-perturbed data dirs.",
     "egs": "Prepare training examples: filter and validation split (stage 2).",
     "train": "Train a speaker embedder (stage 3).",
     "embed": "Extract utterance and speaker embeddings (stage 4).",
@@ -38,6 +45,11 @@ _SUMMARIES = {
     "baseline": "No-training MFCC-mean baseline vectors.",
     "report": "Write RESULTS.md and plots for an experiment (stage 6).",
     "compare": "Compare experiments side by side.",
+    "enroll": "Enroll a speaker from audio files into a speaker database.",
+    "verify": "Accept or reject a claimed speaker for an audio file (exit 0/1).",
+    "identify": "Name the most probable speakers of an audio file.",
+    "speakers": "List or remove the speakers of a speaker database.",
+    "export": "Package a trained model (TorchScript, ONNX, calibration) for deployment.",
 }
 
 

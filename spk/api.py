@@ -1,0 +1,648 @@
+"""The Python API of a trained model: load it once, then embed, score, verify, identify and enroll.
+
+    from spk.api import SpeakerModel
+    from spk.speaker_db import SpeakerDB
+
+    model = SpeakerModel.load("recipes/mini/exp/lstm_softmax")
+    with model.open_db("voices.db", create=True) as db:
+        model.enroll(db, "alice", ["alice1.wav", "alice2.wav"])
+        result = model.verify("sample.wav", db, "alice")      # result.accept, .score, .threshold, .llr
+        ranking = model.identify("sample.wav", db=db)           # result.speaker, result.candidates
+
+A model is an experiment dir (``exp/<tag>``: ``config.yaml``, ``models/final.pt``,
+``speakers.txt``, optionally ``calibration.json``, ``global_cmvn.npy``, ``center.npy``)
+or a model package dir (with ``spk_package.json``, read by ``spk.package``).
+
+Embeddings are made exactly as stage 4 (``spk embed``) makes them: the audio is
+read as float32 mono at the model's rate (``spk.audio``), features are computed
+with the experiment's feature config (``spk.features.compute_features``) and
+normalised as training normalised them (per utterance, or with the training
+set's global statistics), and the embedder runs on the whole utterance, or on
+sliding windows whose length-normalised embeddings are averaged (as ``spk embed
+--chunk-seconds`` does). :meth:`SpeakerModel.embed` returns the result scaled to
+unit length.
+
+Scores are cosine similarities, after subtracting the model's centre vector when
+it has one (the mean the calibration's dev scores were centred on, or
+``center.npy``). A calibration maps scores to log-likelihood ratios and holds
+decision thresholds (``spk.calibration``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import re
+from dataclasses import asdict, dataclass, field, replace
+from hashlib import sha256
+from pathlib import Path
+from typing import Any, Sequence, Union
+
+import numpy as np
+from tqdm import tqdm
+
+from spk.audio import AudioError, read_audio
+from spk.calibration import Calibration, load_calibration
+from spk.features import FeatureConfig, compute_features, energy_vad, frame_log_energy, normalise
+from spk.speaker_db import Enrollment, ModelIdentity, SpeakerDB, check_speaker_name
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["COSINE_SCALE", "CalibrationError", "IdentifyResult", "ModelLoadError", "SpeakerModel", "SpkError",
+           "SpkInputError", "VerifyResult"]
+
+MIN_AUDIO_S = 0.5  # shorter audio is refused
+MIN_SPEECH_S = 0.5  # less speech than this after VAD is refused
+# Without calibration, identification probabilities are softmax(COSINE_SCALE * cosine): the scale of
+# spk.identify.cosine_posteriors, a typical AM-softmax scale that makes a 0.1 cosine gap a factor of e^3.
+COSINE_SCALE = 30.0
+MAX_WINDOWS_PER_BATCH = 64
+# the parts of an experiment config that decide what the embedder computes (beside its weights)
+_ARCHITECTURE_KEYS = ("encoder", "encoder_conf", "pooling", "pooling_conf", "segment_layers", "embedding_dim")
+
+Audio = Union[str, os.PathLike, np.ndarray]
+
+
+class SpkError(ValueError):
+    """A problem with what the user gave: audio, model, calibration or options; the message says what to do."""
+
+
+class SpkInputError(SpkError):
+    """Audio that cannot be used: unreadable, too short, silent, or with too little speech."""
+
+
+class ModelLoadError(SpkError):
+    """The model directory is missing, incomplete or unreadable."""
+
+
+class CalibrationError(SpkError):
+    """The model has no (usable) calibration for LLRs or operating-point thresholds."""
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """The decision on one claim: accept when ``score >= threshold``."""
+
+    speaker: str | None
+    accept: bool
+    score: float
+    threshold: float
+    operating_point: str | None  # None when the threshold was given explicitly
+    llr: float | None  # calibrated log-likelihood ratio; None without calibration
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain mapping (for JSON), with ``decision`` ``accept``/``reject``."""
+        return {"decision": "accept" if self.accept else "reject", **asdict(self)}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One speaker in an identification ranking."""
+
+    speaker: str
+    probability: float
+    score: float | None = None  # cosine to the enrolled speaker model (speaker-database identification)
+    llr: float | None = None  # its calibrated LLR, when the model has a calibration
+
+
+@dataclass(frozen=True)
+class IdentifyResult:
+    """The best ``top_k`` speakers, most probable first; ``speaker`` is the answer (``"unknown"`` when refused)."""
+
+    speaker: str
+    unknown: bool
+    backend: str  # "classifier_head" (training speakers) or "speaker_db" (enrolled speakers)
+    candidates: list[Candidate] = field(default_factory=list)
+    unknown_threshold: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain mapping, for JSON."""
+        return asdict(self)
+
+
+class SpeakerModel:
+    """A trained speaker embedder with its feature pipeline, scoring and optional calibration.
+
+    Build it with :meth:`load`, once, and call it for every request: nothing is
+    reloaded per call, and torch settings (threads) are left to the caller.
+    """
+
+    def __init__(self, model, feature_config: FeatureConfig, speakers: list[str], *, source: str,
+                 architecture: dict[str, Any], global_cmvn: np.ndarray | None = None,
+                 center: np.ndarray | None = None, calibration: Calibration | None = None,
+                 calibration_problem: str | None = None, device: str = "cpu"):
+        self.model = model
+        self.feature_config = feature_config
+        self.speakers = list(speakers)
+        self.source = source
+        self.global_cmvn = None if global_cmvn is None else np.asarray(global_cmvn, dtype=np.float64)
+        self.center = None if center is None else np.asarray(center, dtype=np.float32).ravel()
+        self.calibration = calibration
+        self._calibration_problem = calibration_problem
+        self.device = _torch().device(device)
+        self._architecture = architecture
+        self._identity: ModelIdentity | None = None
+        if self.center is not None and self.center.size != self.embedding_dim:
+            raise ModelLoadError(f"{source}: the centre vector has {self.center.size} values but the embeddings "
+                                 f"{self.embedding_dim}")
+        if self.feature_config.cmvn == "global" and self.global_cmvn is None:
+            raise ModelLoadError(f"{source}: the model uses global CMVN but no global statistics were given")
+
+    # --- loading ----------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str = "cpu") -> SpeakerModel:
+        """Load an experiment dir (``exp/<tag>``) or a model package dir (with ``spk_package.json``).
+
+        Raises :class:`ModelLoadError` naming the path and what is missing or wrong.
+        """
+        path = Path(path)
+        if not path.exists():
+            raise ModelLoadError(f"model {path} does not exist; give a trained experiment dir (exp/<tag>) "
+                                 "or a model package dir")
+        if not path.is_dir():
+            raise ModelLoadError(f"model {path} is not a directory; give a trained experiment dir (exp/<tag>) "
+                                 "or a model package dir")
+        if (path / "spk_package.json").is_file():
+            return cls._load_package(path, device)
+        if (path / "config.yaml").is_file():
+            return cls._load_experiment(path, device)
+        raise ModelLoadError(f"{path} is not a model: it has neither config.yaml (a trained experiment dir, "
+                             "exp/<tag>) nor spk_package.json (a model package)")
+
+    @classmethod
+    def _load_experiment(cls, exp_dir: Path, device: str) -> SpeakerModel:
+        from spk.train.trainer import load_trained_model
+
+        for name, fix in (("models/final.pt", "train the model first (stage 3)"),
+                          ("speakers.txt", "it is written by training (stage 3); retrain or restore it")):
+            if not (exp_dir / name).is_file():
+                raise ModelLoadError(f"{exp_dir} is not a trained experiment: {exp_dir / name} is missing; {fix}")
+        try:
+            model, config, speakers = load_trained_model(exp_dir, device)
+            feature_config = FeatureConfig.from_dict(config.features, source=f"{exp_dir / 'config.yaml'} features")
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
+            raise ModelLoadError(f"cannot load the model of {exp_dir}: {error}") from None
+        if not config.features:
+            raise ModelLoadError(f"{exp_dir / 'config.yaml'} has no 'features:' section; it was not written by "
+                                 "'spk train' (stage 3)")
+        global_cmvn = None
+        if feature_config.cmvn == "global":
+            stats_path = exp_dir / "global_cmvn.npy"
+            if not stats_path.is_file():
+                raise ModelLoadError(f"{exp_dir} was trained with global CMVN but {stats_path} is missing; "
+                                     "training writes it (retrain, or restore the file)")
+            global_cmvn = np.load(stats_path)
+        calibration, problem = None, None
+        if (exp_dir / "calibration.json").is_file():
+            try:
+                calibration = load_calibration(exp_dir / "calibration.json")
+            except (OSError, ValueError) as error:
+                raise ModelLoadError(str(error)) from None
+            problem = _calibration_problem(calibration, exp_dir / "calibration.json")
+        center = _choose_center(exp_dir, calibration if problem is None else None)
+        trained = config.phases()[-1].to_dict()
+        return cls(model, feature_config, speakers, source=str(exp_dir),
+                   architecture={key: trained.get(key) for key in _ARCHITECTURE_KEYS},
+                   global_cmvn=global_cmvn, center=center, calibration=None if problem else calibration,
+                   calibration_problem=problem, device=device)
+
+    @classmethod
+    def _load_package(cls, package_dir: Path, device: str) -> SpeakerModel:
+        try:
+            from spk.package import load_package
+        except ImportError as error:
+            raise ModelLoadError(f"{package_dir} is a model package, but this spk cannot read packages "
+                                 f"({error})") from None
+        try:
+            package = load_package(package_dir, device=device)
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
+            raise ModelLoadError(f"cannot load the model package {package_dir}: {error}") from None
+        calibration = package.get("calibration")
+        problem = _calibration_problem(calibration, package_dir) if calibration is not None else None
+        model = package["model"].to(_torch().device(device)).eval()
+        trained = package["config"].phases()[-1].to_dict()
+        return cls(model, package["feature_config"], package["speakers"], source=str(package_dir),
+                   architecture={key: trained.get(key) for key in _ARCHITECTURE_KEYS},
+                   global_cmvn=package.get("global_cmvn"), center=package.get("center"),
+                   calibration=None if problem else calibration, calibration_problem=problem, device=device)
+
+    # --- properties ---------------------------------------------------------------------
+
+    @property
+    def embedding_dim(self) -> int:
+        """Size of the embeddings."""
+        return int(self.model.embedding_dim)
+
+    @property
+    def has_head(self) -> bool:
+        """Whether the model has a classifier head over its training speakers."""
+        return getattr(self.model, "head", None) is not None
+
+    @property
+    def identity(self) -> ModelIdentity:
+        """What makes this model's embeddings: a SHA-256 over its architecture, its embedder weights
+        (the classifier head left out), its feature config and its global CMVN statistics.
+
+        An experiment and a package exported from it have the same identity, so a
+        speaker database made with one can be used with the other.
+        """
+        if self._identity is None:
+            digest = sha256()
+            digest.update(json.dumps(self._architecture, sort_keys=True, default=str).encode())
+            digest.update(json.dumps(self.feature_config.to_dict(), sort_keys=True).encode())
+            for name, tensor in sorted(self.model.state_dict().items()):
+                if name.startswith("head."):
+                    continue
+                values = tensor.detach().cpu().contiguous()
+                digest.update(f"{name}:{values.dtype}:{tuple(values.shape)}".encode())
+                digest.update(values.numpy().tobytes())
+            if self.global_cmvn is not None:
+                digest.update(np.ascontiguousarray(self.global_cmvn, dtype="<f8").tobytes())
+            self._identity = ModelIdentity(digest.hexdigest(), self.embedding_dim, self.source)
+        return self._identity
+
+    def open_db(self, path: str | os.PathLike, *, create: bool = False) -> SpeakerDB:
+        """Open a speaker database made with this model (``create``: make it when missing)."""
+        return SpeakerDB.open(path, create=create, model=self.identity)
+
+    # --- embedding ----------------------------------------------------------------------
+
+    def embed(self, audio: Audio, *, sample_rate: int | None = None, windowed: bool = False,
+              window_s: float = 3.0, hop_s: float = 1.5, vad: bool = False) -> np.ndarray:
+        """The L2-normalised embedding (float32) of an audio file or waveform.
+
+        ``audio`` is a path (any format ``spk.audio`` reads, or a ``command |``), or a
+        float waveform in [-1, 1] at ``sample_rate`` (default: the model's rate, 16 kHz),
+        shape ``(samples,)`` or ``(samples, channels)`` (channels are averaged).
+        ``windowed`` embeds windows of ``window_s`` seconds every ``hop_s`` seconds and
+        averages their length-normalised embeddings (audio no longer than one window
+        is one window); ``vad`` drops non-speech frames by energy VAD first.
+        Raises :class:`SpkInputError` for unreadable audio, audio under 0.5 s, silence,
+        or under 0.5 s of speech after VAD.
+        """
+        vector, _ = self._embed(audio, sample_rate, windowed, window_s, hop_s, vad)
+        return _unit(vector)
+
+    def _embed(self, audio: Audio, sample_rate: int | None, windowed: bool, window_s: float, hop_s: float,
+               vad: bool) -> tuple[np.ndarray, float]:
+        """(embedding before unit scaling, audio duration in seconds): what stage 4 stores."""
+        waveform, name = self._waveform(audio, sample_rate)
+        feats = self._features(waveform, name, vad)
+        chunking = _windows(window_s, hop_s, self.feature_config.frame_shift_ms) if windowed else None
+        return self._run_model(feats, chunking), len(waveform) / self.feature_config.sample_rate
+
+    def _waveform(self, audio: Audio, sample_rate: int | None) -> tuple[np.ndarray, str]:
+        """Float32 mono samples at the model's rate, checked long enough, and a name for messages."""
+        rate = self.feature_config.sample_rate
+        if isinstance(audio, np.ndarray):
+            name = "the waveform"
+            samples = _check_waveform(audio)
+            if sample_rate is not None and sample_rate != rate:
+                import soxr
+
+                samples = soxr.resample(samples, sample_rate, rate, quality="HQ").astype(np.float32)
+        elif isinstance(audio, (str, os.PathLike)):
+            name = os.fspath(audio)
+            if sample_rate is not None:
+                raise SpkError("sample_rate is only for waveforms; audio files carry their own rate")
+            if not name.rstrip().endswith("|") and not os.path.isfile(name):
+                problem = "is not a file" if os.path.exists(name) else "does not exist"
+                raise SpkInputError(f"audio file {name} {problem}; check the path")
+            try:
+                samples = read_audio(name, target_rate=rate)
+            except AudioError as error:
+                raise SpkInputError(f"cannot read audio {name}: {error}") from None
+        else:
+            raise SpkError(f"audio must be a file path or a numpy waveform, not {type(audio).__name__}")
+        duration = len(samples) / rate
+        if duration < MIN_AUDIO_S:
+            raise SpkInputError(f"{name} is too short: {duration:.2f} s of audio, and at least {MIN_AUDIO_S:g} s "
+                                "is needed (a few seconds of speech work best)")
+        if not self._has_loud_frame(samples):
+            raise SpkInputError(f"{name} is silence only: no frame is louder than the energy-VAD threshold; "
+                                "check the recording (microphone, gain, channel)")
+        return samples, name
+
+    def _has_loud_frame(self, samples: np.ndarray) -> bool:
+        """Whether any frame's log energy exceeds the energy-VAD threshold of the feature config."""
+        config = self.feature_config
+        log_energy = _frame_log_energy(samples, config)
+        threshold = config.vad_energy_threshold + config.vad_energy_mean_scale * float(np.mean(log_energy))
+        return bool(np.any(log_energy > threshold))
+
+    def _features(self, waveform: np.ndarray, name: str, vad: bool) -> np.ndarray:
+        """Normalised features, as the training feature store gives them (VAD first when asked).
+
+        The VAD step is ``compute_features``' own (energy VAD on the frames' raw log
+        energy, after deltas), with the energies computed block by block so that long
+        recordings need little memory.
+        """
+        config = self.feature_config
+        feats = compute_features(waveform, replace(config, vad=False))
+        if config.vad or vad:
+            feats = feats[energy_vad(_frame_log_energy(waveform, config)[: len(feats)], config)]
+            speech_s = len(feats) * config.frame_shift_ms / 1000
+            if speech_s < MIN_SPEECH_S:
+                raise SpkInputError(f"{name} has too little speech: {speech_s:.2f} s after voice activity "
+                                    f"detection, and at least {MIN_SPEECH_S:g} s is needed")
+        if len(feats) == 0:
+            raise SpkInputError(f"{name} gives no feature frames; it is too short")
+        return normalise(np.ascontiguousarray(feats), config, global_stats=self.global_cmvn)
+
+    def _run_model(self, feats: np.ndarray, chunking) -> np.ndarray:
+        """The embedder on the whole matrix, or the mean unit-length embedding of its windows."""
+        torch = _torch()
+        with torch.inference_mode():
+            return self._run_model_on(torch, feats, chunking)
+
+    def _run_model_on(self, torch, feats: np.ndarray, chunking) -> np.ndarray:
+        if chunking is None:
+            batch = torch.from_numpy(feats).unsqueeze(0).to(self.device)
+            lengths = torch.tensor([len(feats)], dtype=torch.int64, device=self.device)
+            return self.model.embed(batch, lengths)[0].float().cpu().numpy()
+        bounds = chunking.bounds(len(feats))
+        total = np.zeros(self.embedding_dim, dtype=np.float64)
+        for first in range(0, len(bounds), MAX_WINDOWS_PER_BATCH):
+            group = bounds[first:first + MAX_WINDOWS_PER_BATCH]
+            # all windows of an utterance longer than one window have the same length
+            batch = torch.from_numpy(np.stack([feats[start:end] for start, end in group])).to(self.device)
+            lengths = torch.full((len(group),), group[0][1] - group[0][0], dtype=torch.int64, device=self.device)
+            vectors = self.model.embed(batch, lengths).float().cpu().numpy().astype(np.float64)
+            total += (vectors / (np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12)).sum(axis=0)
+        return (total / len(bounds)).astype(np.float32)
+
+    # --- scoring ------------------------------------------------------------------------
+
+    def score(self, emb_a: np.ndarray, emb_b: np.ndarray) -> float:
+        """Cosine similarity of two embeddings (after subtracting the model's centre vector, if any)."""
+        return float(self._scores(np.asarray(emb_a)[None, :], np.asarray(emb_b))[0])
+
+    def _scores(self, references: np.ndarray, test: np.ndarray) -> np.ndarray:
+        """Cosine of each row of ``references`` with ``test`` (both centred first)."""
+        references = np.asarray(references, dtype=np.float64)
+        test = np.asarray(test, dtype=np.float64).ravel()
+        if references.shape[1] != test.size or test.size != self.embedding_dim:
+            raise SpkError(f"embeddings of size {references.shape[1]} and {test.size} given; this model's have "
+                           f"{self.embedding_dim} values")
+        if self.center is not None:
+            references = references - self.center
+            test = test - self.center
+        references = references / (np.linalg.norm(references, axis=1, keepdims=True) + 1e-12)
+        return references @ (test / (np.linalg.norm(test) + 1e-12))
+
+    def llr(self, score: float) -> float:
+        """The calibrated natural-log likelihood ratio of a score (needs a calibration)."""
+        return float(self._require_calibration().transform(score))
+
+    def operating_points(self) -> list[str]:
+        """The operating points the calibration has thresholds for (``eer``, ``far=...``, ``bayes=...``)."""
+        return sorted(_operating_point_name(key) for key in self._require_calibration().thresholds)
+
+    def threshold(self, operating_point: str = "eer") -> float:
+        """The score threshold of an operating point: ``"eer"``, ``"far=0.01"`` or ``"bayes=0.01"``."""
+        key = parse_operating_point(operating_point)
+        thresholds = self._require_calibration().thresholds
+        if key not in thresholds:
+            raise CalibrationError(f"the calibration of {self.source} has no threshold for operating point "
+                                   f"{operating_point!r}; it has: {', '.join(self.operating_points())} "
+                                   "(record other false-accept rates with 'spk calibrate --far RATE')")
+        return float(thresholds[key]["score"])
+
+    def _require_calibration(self) -> Calibration:
+        if self.calibration is None:
+            if self._calibration_problem:
+                raise CalibrationError(self._calibration_problem)
+            raise CalibrationError(
+                f"{self.source} has no score calibration (calibration.json), so it has no LLRs or operating-point "
+                "thresholds: fit one on a dev trial list (run stage 5 with --calib-set <dev set>, after stages 1 "
+                "and 4 for that set; or 'spk calibrate'), or pass an explicit threshold (--threshold)")
+        return self.calibration
+
+    # --- verification, identification, enrollment -----------------------------------------
+
+    def verify(self, audio: Audio, speaker_db_or_embedding, claim: str | None = None, threshold: float | None = None,
+               operating_point: str = "eer", **embed_options) -> VerifyResult:
+        """Accept or reject the claim that ``audio`` is speaker ``claim``.
+
+        ``speaker_db_or_embedding`` is a :class:`SpeakerDB` (or its path), which must
+        hold ``claim``, or a reference embedding (``claim`` only names it). The
+        threshold is ``threshold`` when given, else that of ``operating_point`` from
+        the calibration. ``embed_options`` go to :meth:`embed`.
+        """
+        reference = self._reference(speaker_db_or_embedding, claim)
+        point = None
+        if threshold is None:
+            threshold, point = self.threshold(operating_point), operating_point
+        score = self.score(reference, self.embed(audio, **embed_options))
+        llr = self.llr(score) if self.calibration is not None else None
+        return VerifyResult(claim, bool(score >= threshold), score, float(threshold), point, llr)
+
+    def _reference(self, source, claim: str | None) -> np.ndarray:
+        if isinstance(source, np.ndarray):
+            return source
+        if isinstance(source, SpeakerDB):
+            if claim is None:
+                raise SpkError("verification against a speaker database needs the claimed speaker")
+            source.check_model(self.identity)
+            return source.speaker_model(claim)
+        if isinstance(source, (str, os.PathLike)):
+            with self.open_db(source) as db:
+                return self._reference(db, claim)
+        raise SpkError(f"verify needs a speaker database or an embedding, not {type(source).__name__}")
+
+    def identify(self, audio: Audio, top_k: int = 5, db=None, unknown_threshold: float | None = None,
+                 **embed_options) -> IdentifyResult:
+        """Who is speaking: the ``top_k`` most probable speakers.
+
+        Without ``db``: closed set over the training speakers, with the classifier
+        head's softmax posteriors (a model without a head needs ``db``). With ``db``
+        (a :class:`SpeakerDB` or its path): the enrolled speakers, ranked by cosine to
+        their models; the probabilities are a softmax over their calibrated LLRs
+        (posteriors under equal priors, when calibrated) or else over
+        ``COSINE_SCALE`` x cosine. Open set: when the best cosine is below
+        ``unknown_threshold``, the answer is ``"unknown"``.
+        """
+        if top_k < 1:
+            raise SpkError(f"top_k must be at least 1, not {top_k}")
+        if db is None:
+            return self._identify_closed_set(audio, top_k, unknown_threshold, embed_options)
+        if isinstance(db, (str, os.PathLike)):
+            with self.open_db(db) as opened:
+                return self.identify(audio, top_k, opened, unknown_threshold, **embed_options)
+        db.check_model(self.identity)
+        names, models = db.speaker_models()
+        scores = self._scores(models, self.embed(audio, **embed_options))
+        llrs = self.calibration.transform(scores) if self.calibration is not None else None
+        probabilities = _softmax(llrs if llrs is not None else COSINE_SCALE * scores)
+        order = np.argsort(-scores, kind="stable")[:top_k]
+        candidates = [Candidate(names[i], float(probabilities[i]), float(scores[i]),
+                                None if llrs is None else float(llrs[i])) for i in order]
+        unknown = unknown_threshold is not None and scores[order[0]] < unknown_threshold
+        return IdentifyResult("unknown" if unknown else names[order[0]], bool(unknown), "speaker_db", candidates,
+                              unknown_threshold)
+
+    def _identify_closed_set(self, audio: Audio, top_k: int, unknown_threshold: float | None,
+                             embed_options: dict) -> IdentifyResult:
+        if not self.has_head:
+            raise SpkError(f"{self.source} has no classifier head (it was trained with an embedding loss), so it "
+                           "cannot name its training speakers by itself: enroll speakers and identify against "
+                           "the speaker database (--db)")
+        if unknown_threshold is not None:
+            raise SpkError("an unknown-speaker threshold applies to enrolled speakers: give a speaker database "
+                           "(--db) too")
+        vector, _ = self._embed(audio, **_embed_args(embed_options))
+        torch = _torch()
+        with torch.inference_mode():
+            logits = self.model.classify(torch.from_numpy(vector[None, :]).to(self.device))
+            posteriors = torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
+        order = np.argsort(-posteriors, kind="stable")[:top_k]
+        candidates = [Candidate(self.speakers[i], float(posteriors[i])) for i in order]
+        return IdentifyResult(candidates[0].speaker, False, "classifier_head", candidates)
+
+    def enroll(self, db, speaker: str, audios: Sequence[Audio], **embed_options) -> int:
+        """Add the utterances ``audios`` to ``speaker`` in ``db`` (a :class:`SpeakerDB`, or a path: made when
+        missing); returns the speaker's utterance count.
+
+        Every utterance is embedded before anything is written, so one bad file
+        leaves the database as it was.
+        """
+        check_speaker_name(speaker)
+        if isinstance(audios, (str, os.PathLike, np.ndarray)):
+            audios = [audios]
+        if not audios:
+            raise SpkError(f"no enrollment audio given for speaker {speaker!r}")
+        items = []
+        for audio in tqdm(audios, desc=f"enroll {speaker}", unit="utt", leave=False, disable=len(audios) < 5):
+            vector, duration = self._embed(audio, **_embed_args(embed_options))
+            source = "<waveform>" if isinstance(audio, np.ndarray) else _source_name(audio)
+            items.append(Enrollment(source, duration, _unit(vector)))
+        if isinstance(db, (str, os.PathLike)):
+            with self.open_db(db, create=True) as opened:
+                return opened.add_enrollments(speaker, items)
+        db.check_model(self.identity)
+        return db.add_enrollments(speaker, items)
+
+
+# --- helpers --------------------------------------------------------------------------
+
+
+def _torch():
+    """torch, imported on first use: importing this module stays light, so the CLI reports bad paths fast."""
+    import torch
+
+    return torch
+
+
+def _embed_args(options: dict) -> dict:
+    """Keyword options of :meth:`SpeakerModel.embed` as the positional tuple ``_embed`` takes."""
+    unknown = set(options) - {"sample_rate", "windowed", "window_s", "hop_s", "vad"}
+    if unknown:
+        raise TypeError(f"unknown embedding option(s): {', '.join(sorted(unknown))}")
+    return {"sample_rate": options.get("sample_rate"), "windowed": options.get("windowed", False),
+            "window_s": options.get("window_s", 3.0), "hop_s": options.get("hop_s", 1.5),
+            "vad": options.get("vad", False)}
+
+
+def _source_name(audio) -> str:
+    """How an enrollment's source is recorded: an absolute path, or a pipe command as given."""
+    text = os.fspath(audio)
+    return text if text.rstrip().endswith("|") else os.path.abspath(text)
+
+
+def _frame_log_energy(samples: np.ndarray, config: FeatureConfig, block_frames: int = 8192) -> np.ndarray:
+    """``spk.features.frame_log_energy`` computed over blocks of frames (it frames the whole signal at once)."""
+    length = int(config.sample_rate * config.frame_length_ms / 1000)
+    shift = int(config.sample_rate * config.frame_shift_ms / 1000)
+    if len(samples) <= length + block_frames * shift:
+        return frame_log_energy(samples, config)
+    blocks = []
+    for first in range(0, len(samples), block_frames * shift):
+        block = frame_log_energy(samples[first:first + (block_frames - 1) * shift + length], config)
+        if len(block) == 0:
+            break
+        blocks.append(block)
+    return np.concatenate(blocks)
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    return (vector / (np.linalg.norm(vector) + 1e-12)).astype(np.float32)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(np.asarray(logits, dtype=np.float64) - np.max(logits))
+    return shifted / shifted.sum()
+
+
+def _check_waveform(audio: np.ndarray) -> np.ndarray:
+    """A float waveform as float32 mono; other shapes, integer samples and NaNs are errors."""
+    if not np.issubdtype(audio.dtype, np.floating):
+        raise SpkInputError(f"the waveform has {audio.dtype} samples; give floats in [-1, 1] "
+                            "(divide 16-bit integers by 32768)")
+    if audio.ndim == 2:
+        audio = audio.mean(axis=1)
+    if audio.ndim != 1:
+        raise SpkInputError(f"the waveform has shape {audio.shape}; give (samples,) or (samples, channels)")
+    if not np.all(np.isfinite(audio)):
+        raise SpkInputError("the waveform has NaN or infinite samples")
+    return np.clip(audio, -1.0, 1.0).astype(np.float32, copy=False)
+
+
+def _windows(window_s: float, hop_s: float, frame_shift_ms: float):
+    """Sliding windows of ``window_s`` seconds every ``hop_s`` seconds, as spk.embed's chunking."""
+    from spk.embed import Chunking
+
+    if not window_s > 0:
+        raise SpkError(f"the window length must be positive, not {window_s:g} s")
+    if not 0 < hop_s <= window_s:
+        raise SpkError(f"the window hop must be positive and at most the window length ({window_s:g} s), "
+                       f"not {hop_s:g} s")
+    try:
+        return Chunking.from_seconds(window_s, window_s - hop_s, frame_shift_ms)
+    except ValueError as error:
+        raise SpkError(str(error)) from None
+
+
+def parse_operating_point(operating_point: str) -> str:
+    """The calibration's thresholds key (``eer``, ``far_0.01``, ...) of ``eer``, ``far=<rate>`` or ``bayes=<prior>``."""
+    text = str(operating_point).strip().lower()
+    if text == "eer":
+        return "eer"
+    match = re.fullmatch(r"(far|bayes)\s*[=_]\s*([0-9]*\.?[0-9]+(?:e-?[0-9]+)?)", text)
+    if not match:
+        raise SpkError(f"operating point {operating_point!r} is not 'eer', 'far=<false-accept rate>' "
+                       "or 'bayes=<target prior>' (e.g. far=0.01)")
+    return f"{match.group(1)}_{float(match.group(2)):g}"
+
+
+def _operating_point_name(key: str) -> str:
+    kind, _, value = key.partition("_")
+    return f"{kind}={value}" if value else kind
+
+
+def _calibration_problem(calibration: Calibration, where) -> str | None:
+    """Why a calibration cannot be used for this API's cosine scores, or None when it can."""
+    scoring = calibration.scoring or {}
+    backend, norm = scoring.get("backend", "cosine"), scoring.get("score_norm", "none")
+    if backend != "cosine" or norm not in (None, "none"):
+        return (f"the calibration {where} was fitted on {backend} scores with score normalisation {norm}, "
+                "but verification scores by plain cosine: refit it on cosine scores ('spk calibrate "
+                "--backend cosine'), or pass an explicit threshold (--threshold)")
+    return None
+
+
+def _choose_center(exp_dir: Path, calibration: Calibration | None) -> np.ndarray | None:
+    """The centre vector: the one the calibration's dev scores were centred on, else ``center.npy``."""
+    from_calibration = None
+    if calibration is not None and (calibration.scoring or {}).get("center") is not None:
+        from_calibration = np.asarray(calibration.scoring["center"], dtype=np.float32)
+    path = exp_dir / "center.npy"
+    from_file = np.load(path).astype(np.float32).ravel() if path.is_file() else None
+    if from_calibration is not None:
+        if from_file is not None and not np.allclose(from_file, from_calibration, atol=1e-6):
+            logger.warning("%s differs from the centre the calibration was fitted with; using the calibration's, "
+                           "so that its thresholds hold", path)
+        return from_calibration
+    return from_file

@@ -1,0 +1,267 @@
+"""``spk enroll``, ``spk verify``, ``spk identify`` and ``spk speakers``: a trained model as a product.
+
+Exit status of every command: 0 success (``verify``: ACCEPT), 1 ``verify``: REJECT,
+2 usage error (bad or missing options), 3 an input, model or database error
+(unreadable, silent or too short audio; unknown speaker; missing or damaged
+database; wrong model directory). Errors go to stderr as one message, without a
+traceback; with ``--json`` stdout also gets ``{"error": ..., "exit_code": ...}``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from spk.speaker_db import SpeakerDB, SpeakerDBError
+
+EXIT_REJECT = 1
+EXIT_USAGE = 2
+EXIT_ERROR = 3
+
+_EXIT_HELP = ("Exit status: 0 success, 1 rejected claim (verify), 2 usage error, "
+              "3 input, model or database error.")
+
+
+class _Command(click.Command):
+    """A click command that also reports usage errors as JSON when ``--json`` is among its arguments."""
+
+    def parse_args(self, ctx, args):
+        wants_json = "--json" in args
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as error:
+            if wants_json:
+                _echo_json({"error": error.format_message(), "exit_code": EXIT_USAGE})
+            raise
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as error:  # raised by the command's own checks of its options
+            if ctx.params.get("as_json"):
+                _echo_json({"error": error.format_message(), "exit_code": EXIT_USAGE})
+            raise
+
+
+def _echo_json(record: dict) -> None:
+    click.echo(json.dumps(record, sort_keys=True))
+
+
+def _fail(message: str, as_json: bool, code: int = EXIT_ERROR):
+    """Report an error (stderr, and stdout as JSON with ``--json``) and exit with ``code``."""
+    if as_json:
+        _echo_json({"error": message, "exit_code": code})
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
+def _errors():
+    """The exceptions that mean bad input, model or database (exit status 3)."""
+    api = sys.modules.get("spk.api")  # not imported yet: none of its errors can have been raised
+    return (SpeakerDBError, OSError) + ((api.SpkError,) if api is not None else ())
+
+
+def _model_options(function):
+    function = click.option("--device", default="cpu", show_default=True,
+                            help="Where the model runs: cpu, cuda, cuda:N.")(function)
+    function = click.option("--model", "model_path", required=True, metavar="DIR",
+                            help="A trained experiment dir (exp/<tag>) or a model package dir.")(function)
+    return function
+
+
+def _embed_options(function):
+    function = click.option("--vad", is_flag=True,
+                            help="Drop non-speech frames (energy VAD) before the model.")(function)
+    function = click.option("--hop", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+                            help="Hop between windows (with --window) [default: half the window].")(function)
+    function = click.option("--window", type=click.FloatRange(min=0, min_open=True), default=None,
+                            metavar="SECONDS",
+                            help="Embed sliding windows of this length and average them (long recordings); "
+                                 "e.g. --window 3 --hop 1.5 [default: the whole recording at once].")(function)
+    return function
+
+
+def _json_option(function):
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")(function)
+
+
+def _embedding_kwargs(window: float | None, hop: float | None, vad: bool) -> dict:
+    if hop is not None and window is None:
+        raise click.UsageError("--hop needs --window (the window length)")
+    options = {"vad": vad}
+    if window is not None:
+        options.update(windowed=True, window_s=window, hop_s=hop if hop is not None else window / 2)
+    return options
+
+
+def _load_model(model_path: str, device: str):
+    from spk.api import SpeakerModel
+
+    return SpeakerModel.load(model_path, device=device)
+
+
+@click.command("enroll", cls=_Command, epilog=_EXIT_HELP)
+@_model_options
+@click.option("--db", "db_path", required=True, metavar="FILE",
+              help="Speaker database (SQLite); made when it does not exist.")
+@click.option("--speaker", required=True, help="Name of the speaker to enroll (new, or add utterances).")
+@_embed_options
+@_json_option
+@click.argument("audio", nargs=-1, required=True)
+def enroll(model_path, device, db_path, speaker, window, hop, vad, as_json, audio):
+    """Enroll SPEAKER from one or more AUDIO files: their embeddings are added to the speaker database.
+
+    Enrolling a known speaker again adds the utterances; the speaker's model (the mean
+    of all its utterances' unit-length embeddings) is recomputed. Either every file is
+    added or, when one cannot be used, none.
+    """
+    options = _embedding_kwargs(window, hop, vad)
+    try:
+        if Path(db_path).exists():
+            SpeakerDB.open(db_path).close()  # a damaged file fails now, before the model is loaded
+        model = _load_model(model_path, device)
+        total = model.enroll(db_path, speaker, list(audio), **options)
+    except _errors() as error:
+        _fail(str(error), as_json)
+    if as_json:
+        _echo_json({"speaker": speaker, "added": len(audio), "utterances": total, "db": db_path})
+    else:
+        click.echo(f"enrolled {speaker}: {len(audio)} utterance(s) added, {total} in all ({db_path})")
+
+
+@click.command("verify", cls=_Command, epilog=_EXIT_HELP)
+@_model_options
+@click.option("--db", "db_path", required=True, metavar="FILE", help="Speaker database made by 'spk enroll'.")
+@click.option("--claim", required=True, help="The claimed speaker (enrolled in --db).")
+@click.option("--threshold", type=float, default=None,
+              help="Accept when the cosine score is at least this [default: from the calibration].")
+@click.option("--operating-point", default=None, metavar="POINT",
+              help="Calibrated threshold to use: eer, far=<rate> (e.g. far=0.01) or bayes=<target prior> "
+                   "[default: eer].")
+@_embed_options
+@_json_option
+@click.argument("audio")
+def verify(model_path, device, db_path, claim, threshold, operating_point, window, hop, vad, as_json, audio):
+    """Is AUDIO the claimed speaker? Prints ACCEPT or REJECT with the score, the threshold and the LLR.
+
+    The score is the cosine between AUDIO's embedding and the claimed speaker's model
+    (centred first when the model has a centre vector). The LLR (natural log) needs the
+    model's calibration (calibration.json, stage 5 with --calib-set); so do operating
+    points. Exit status 0 means ACCEPT and 1 REJECT.
+    """
+    if threshold is not None and operating_point is not None:
+        raise click.UsageError("give --threshold or --operating-point, not both")
+    options = _embedding_kwargs(window, hop, vad)
+    if operating_point is not None:
+        from spk.api import SpkError, parse_operating_point
+
+        try:
+            parse_operating_point(operating_point)
+        except SpkError as error:
+            raise click.BadParameter(str(error), param_hint="'--operating-point'") from None
+    try:
+        with SpeakerDB.open(db_path) as db:
+            db.speaker_model(claim)  # an unknown speaker fails now, before the model is loaded
+            model = _load_model(model_path, device)
+            result = model.verify(audio, db, claim, threshold=threshold,
+                                  operating_point=operating_point or "eer", **options)
+    except _errors() as error:
+        _fail(str(error), as_json)
+    if as_json:
+        _echo_json({**result.to_dict(), "audio": audio})
+    else:
+        relation = ">=" if result.accept else "<"
+        point = f" ({result.operating_point})" if result.operating_point else ""
+        llr = "n/a (no calibration)" if result.llr is None else f"{result.llr:.3f}"
+        click.echo(f"{'ACCEPT' if result.accept else 'REJECT'} {claim}: score {result.score:.4f} {relation} "
+                   f"threshold {result.threshold:.4f}{point}, LLR {llr}")
+    sys.exit(0 if result.accept else EXIT_REJECT)
+
+
+@click.command("identify", cls=_Command, epilog=_EXIT_HELP)
+@_model_options
+@click.option("--db", "db_path", default=None, metavar="FILE",
+              help="Identify among the speakers of this database [default: the model's training speakers, "
+                   "through its classifier head].")
+@click.option("--top-k", default=5, show_default=True, type=click.IntRange(min=1), help="Speakers to list.")
+@click.option("--unknown-threshold", type=float, default=None,
+              help="With --db: answer 'unknown' when the best cosine score is below this (open set).")
+@_embed_options
+@_json_option
+@click.argument("audio")
+def identify(model_path, device, db_path, top_k, unknown_threshold, window, hop, vad, as_json, audio):
+    """Who is speaking in AUDIO? The most probable speakers with their probabilities.
+
+    Without --db: the training speakers, by the classifier head's softmax (models
+    trained with an embedding loss have no head and need --db). With --db: the
+    enrolled speakers ranked by cosine score; probabilities are a softmax over the
+    calibrated LLRs (equal priors) or, without calibration, over 30 x cosine.
+    """
+    options = _embedding_kwargs(window, hop, vad)
+    try:
+        if db_path is None:
+            result = _load_model(model_path, device).identify(audio, top_k=top_k,
+                                                              unknown_threshold=unknown_threshold, **options)
+        else:
+            with SpeakerDB.open(db_path) as db:
+                db.speaker_models()  # an empty database fails now, before the model is loaded
+                model = _load_model(model_path, device)
+                result = model.identify(audio, top_k=top_k, db=db, unknown_threshold=unknown_threshold, **options)
+    except _errors() as error:
+        _fail(str(error), as_json)
+    if as_json:
+        _echo_json({**result.to_dict(), "audio": audio})
+        return
+    click.echo(f"speaker: {result.speaker}" + (" (best score below --unknown-threshold)" if result.unknown else ""))
+    for rank, candidate in enumerate(result.candidates, 1):
+        extra = "" if candidate.score is None else f"  score {candidate.score:.4f}"
+        if candidate.llr is not None:
+            extra += f"  LLR {candidate.llr:.3f}"
+        click.echo(f"{rank:>3}. {candidate.speaker:<20} p={candidate.probability:.4f}{extra}")
+
+
+@click.group("speakers")
+def speakers():
+    """List or remove the speakers of a speaker database."""
+
+
+@speakers.command("list", cls=_Command, epilog=_EXIT_HELP)
+@click.option("--db", "db_path", required=True, metavar="FILE", help="Speaker database made by 'spk enroll'.")
+@_json_option
+def list_speakers(db_path, as_json):
+    """List the enrolled speakers with their numbers of utterances."""
+    try:
+        with SpeakerDB.open(db_path) as db:
+            infos, model = db.speakers(), db.model
+    except (SpeakerDBError, OSError) as error:
+        _fail(str(error), as_json)
+    if as_json:
+        _echo_json({"db": db_path, "model_id": model.model_id, "embedding_dim": model.embedding_dim,
+                    "speakers": [info.to_dict() for info in infos]})
+        return
+    if not infos:
+        click.echo(f"{db_path}: no speakers enrolled")
+        return
+    click.echo(f"{'speaker':<24} {'utterances':>10} {'speech s':>9}  updated")
+    for info in infos:
+        click.echo(f"{info.name:<24} {info.num_utterances:>10} {info.duration:>9.1f}  {info.updated or info.created}")
+
+
+@speakers.command("remove", cls=_Command, epilog=_EXIT_HELP)
+@click.option("--db", "db_path", required=True, metavar="FILE", help="Speaker database made by 'spk enroll'.")
+@_json_option
+@click.argument("speaker")
+def remove_speaker(db_path, as_json, speaker):
+    """Remove SPEAKER, its utterances and its model from the database."""
+    try:
+        with SpeakerDB.open(db_path) as db:
+            count = db.remove(speaker)
+    except (SpeakerDBError, OSError) as error:
+        _fail(str(error), as_json)
+    if as_json:
+        _echo_json({"removed": speaker, "utterances": count, "db": db_path})
+    else:
+        click.echo(f"removed {speaker} ({count} utterance(s)) from {db_path}")

@@ -1,0 +1,395 @@
+"""A speaker database in one SQLite file: enrolled speakers, their utterances and speaker models.
+
+Tables
+    ``meta``: ``key -> value`` text pairs: ``schema_version``, ``model_id`` (the
+    identity of the embedder that made the embeddings, see
+    :func:`spk.api.SpeakerModel.identity`), ``embedding_dim``, ``model_source``
+    (where that model was loaded from when the database was made) and ``created``.
+    ``speakers``: one row per speaker, ``name`` unique, ``created`` time.
+    ``enrollments``: one row per enrollment utterance: speaker, ``source`` (the
+    file or a description), ``duration`` in seconds, the utterance embedding as a
+    little-endian float32 BLOB, ``added`` time.
+    ``speaker_models``: per speaker, the mean of its L2-normalised enrollment
+    embeddings (float32 BLOB) and how many utterances it averages. It is
+    recomputed in the same transaction that adds utterances, so the model and
+    its utterances always agree.
+
+Concurrency
+    The file is in WAL mode (readers never block the writer), foreign keys are on
+    (removing a speaker removes its utterances and model), every change is one
+    ``BEGIN IMMEDIATE`` transaction, and connections wait up to
+    :data:`BUSY_TIMEOUT_S` seconds for a lock, so several processes enrolling at
+    the same time all succeed, one after the other.
+
+Safety
+    Only :meth:`SpeakerDB.open` with ``create=True`` (enrollment) makes a new file.
+    A file that is not SQLite, or SQLite without this schema, is an error and is
+    not written to. A database made with another model is an error: embeddings of
+    two models cannot be compared.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["SCHEMA_VERSION", "Enrollment", "ModelIdentity", "SpeakerDB", "SpeakerDBError", "SpeakerInfo"]
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_S = 60.0
+SQLITE_MAGIC = b"SQLite format 3\x00"
+MAX_NAME_CHARS = 200
+_SHOWN_NAMES = 8  # known speakers listed in an "unknown speaker" error
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS speakers (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS enrollments (
+    id INTEGER PRIMARY KEY,
+    speaker_id INTEGER NOT NULL REFERENCES speakers(id) ON DELETE CASCADE,
+    source TEXT NOT NULL,
+    duration REAL NOT NULL,
+    embedding BLOB NOT NULL,
+    added TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS enrollments_by_speaker ON enrollments(speaker_id);
+CREATE TABLE IF NOT EXISTS speaker_models (
+    speaker_id INTEGER PRIMARY KEY REFERENCES speakers(id) ON DELETE CASCADE,
+    embedding BLOB NOT NULL,
+    num_utterances INTEGER NOT NULL,
+    updated TEXT NOT NULL
+);
+"""
+
+
+class SpeakerDBError(ValueError):
+    """The speaker database is missing, unreadable, of another model, or lacks a speaker."""
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """Which embedder made a database's embeddings: a content hash, the embedding size, and where it came from."""
+
+    model_id: str
+    embedding_dim: int
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    """One enrollment utterance: where it came from, its length in seconds and its embedding."""
+
+    source: str
+    duration: float
+    embedding: np.ndarray
+
+
+@dataclass(frozen=True)
+class SpeakerInfo:
+    """An enrolled speaker as :meth:`SpeakerDB.speakers` lists it."""
+
+    name: str
+    num_utterances: int
+    duration: float
+    created: str
+    updated: str | None
+
+    def to_dict(self) -> dict:
+        """Plain mapping, for JSON output."""
+        return {"speaker": self.name, "utterances": self.num_utterances, "duration_s": round(self.duration, 3),
+                "created": self.created, "updated": self.updated}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _to_blob(vector: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vector, dtype="<f4").tobytes()
+
+
+def _from_blob(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, dtype="<f4").astype(np.float32)
+
+
+def check_speaker_name(name: str) -> str:
+    """``name`` if it can name a speaker (non-empty, no surrounding blanks or control characters)."""
+    if not isinstance(name, str) or not name.strip():
+        raise SpeakerDBError("a speaker name must be a non-empty string")
+    if name != name.strip() or any(not ch.isprintable() for ch in name):
+        raise SpeakerDBError(f"speaker name {name!r} has surrounding blanks or control characters; "
+                             "give the name without them")
+    if len(name) > MAX_NAME_CHARS:
+        raise SpeakerDBError(f"speaker name {name[:20]!r}... is longer than {MAX_NAME_CHARS} characters")
+    return name
+
+
+class SpeakerDB:
+    """An open speaker database (see the module docstring); use :meth:`open`, and close it (or use ``with``)."""
+
+    def __init__(self, path: Path, connection: sqlite3.Connection, meta: dict[str, str]):
+        self.path = path
+        self._conn = connection
+        self._meta = meta
+
+    # --- opening ---------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | Path, *, create: bool = False, model: ModelIdentity | None = None) -> SpeakerDB:
+        """Open the database at ``path``; with ``create`` (needs ``model``) make it when it does not exist.
+
+        With ``model`` the database must have been made with that model. Raises
+        :class:`SpeakerDBError` for a missing file (without ``create``), a file that is
+        not a speaker database (left as it was), or a database of another model.
+        """
+        path = Path(path)
+        if create and model is None:
+            raise ValueError("creating a speaker database needs the model identity")
+        fresh = _check_file(path, create)
+        mode = "rwc" if create else "rw"
+        try:
+            connection = sqlite3.connect(f"{path.absolute().as_uri()}?mode={mode}", uri=True,
+                                         timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        except sqlite3.Error as error:
+            raise SpeakerDBError(f"cannot open speaker database {path}: {error}") from None
+        try:
+            if fresh:
+                # a new (or empty) file is ours: WAL before the first table, so every process sees WAL
+                connection.execute("PRAGMA journal_mode=WAL")
+            meta = _initialise(connection, path, model if create else None)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.DatabaseError as error:
+            connection.close()
+            raise SpeakerDBError(f"{path} is not a usable speaker database ({error}); it was left unchanged. "
+                                 "Give a database made by 'spk enroll', or a new path to make one") from None
+        except BaseException:
+            connection.close()
+            raise
+        db = cls(path, connection, meta)
+        if model is not None:
+            db.check_model(model)
+        return db
+
+    def close(self) -> None:
+        """Close the connection (the database stays as it is)."""
+        self._conn.close()
+
+    def __enter__(self) -> SpeakerDB:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- identity -----------------------------------------------------------------------
+
+    @property
+    def model(self) -> ModelIdentity:
+        """The identity of the model the database was made with."""
+        return ModelIdentity(self._meta["model_id"], int(self._meta["embedding_dim"]),
+                             self._meta.get("model_source", ""))
+
+    def check_model(self, model: ModelIdentity) -> None:
+        """Raise :class:`SpeakerDBError` unless ``model`` is the model the database was made with."""
+        mine = self.model
+        if model.model_id != mine.model_id or model.embedding_dim != mine.embedding_dim:
+            raise SpeakerDBError(
+                f"{self.path} was made with another model (id {mine.model_id[:12]}, {mine.embedding_dim}-dim, "
+                f"loaded from {mine.source or '?'}) than the one given (id {model.model_id[:12]}, "
+                f"{model.embedding_dim}-dim, from {model.source or '?'}): embeddings of two models cannot be "
+                "compared. Use the model the database was made with, or enroll the speakers again into a new "
+                "database")
+
+    # --- writing ------------------------------------------------------------------------
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taking the write lock at its start (waiting for other writers)."""
+        with self._conn:  # commits at the end, rolls back on an exception
+            self._conn.execute("BEGIN IMMEDIATE")
+            yield self._conn
+
+    def add_enrollments(self, speaker: str, enrollments: Sequence[Enrollment]) -> int:
+        """Add utterances to ``speaker`` (made when new) and recompute its model; returns its utterance count.
+
+        All utterances and the new model are written in one transaction: either all of
+        them are added or, on any error, none.
+        """
+        check_speaker_name(speaker)
+        if not enrollments:
+            raise SpeakerDBError(f"no enrollment utterances given for speaker {speaker!r}")
+        dim = self.model.embedding_dim
+        for item in enrollments:
+            vector = np.asarray(item.embedding, dtype=np.float32)
+            if vector.shape != (dim,) or not np.all(np.isfinite(vector)):
+                raise SpeakerDBError(f"the embedding of {item.source} has shape {vector.shape} or non-finite "
+                                     f"values; {self.path} holds finite {dim}-dim embeddings")
+        now = _now()
+        with self._transaction() as conn:
+            conn.execute("INSERT OR IGNORE INTO speakers(name, created) VALUES (?, ?)", (speaker, now))
+            (speaker_id,) = conn.execute("SELECT id FROM speakers WHERE name = ?", (speaker,)).fetchone()
+            conn.executemany(
+                "INSERT INTO enrollments(speaker_id, source, duration, embedding, added) VALUES (?, ?, ?, ?, ?)",
+                [(speaker_id, str(item.source), float(item.duration), _to_blob(item.embedding), now)
+                 for item in enrollments])
+            count = self._update_model(conn, speaker_id, now)
+        logger.info("%s: speaker %r now has %d enrollment utterance(s)", self.path, speaker, count)
+        return count
+
+    @staticmethod
+    def _update_model(conn: sqlite3.Connection, speaker_id: int, now: str) -> int:
+        """Recompute a speaker's model from all its utterances (inside the caller's transaction)."""
+        rows = conn.execute("SELECT embedding FROM enrollments WHERE speaker_id = ? ORDER BY id",
+                            (speaker_id,)).fetchall()
+        matrix = np.stack([_from_blob(blob) for (blob,) in rows])
+        unit = matrix / (np.linalg.norm(matrix, axis=1, keepdims=True) + 1e-12)
+        mean = unit.mean(axis=0, dtype=np.float64).astype(np.float32)
+        conn.execute(
+            "INSERT INTO speaker_models(speaker_id, embedding, num_utterances, updated) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(speaker_id) DO UPDATE SET embedding = excluded.embedding, "
+            "num_utterances = excluded.num_utterances, updated = excluded.updated",
+            (speaker_id, _to_blob(mean), len(rows), now))
+        return len(rows)
+
+    def remove(self, speaker: str) -> int:
+        """Remove a speaker with its utterances and model; returns how many utterances went with it."""
+        with self._transaction() as conn:
+            row = conn.execute("SELECT id FROM speakers WHERE name = ?", (speaker,)).fetchone()
+            if row is None:
+                raise self._unknown(speaker)
+            (count,) = conn.execute("SELECT COUNT(*) FROM enrollments WHERE speaker_id = ?", row).fetchone()
+            conn.execute("DELETE FROM speakers WHERE id = ?", row)
+        logger.info("%s: removed speaker %r (%d utterance(s))", self.path, speaker, count)
+        return int(count)
+
+    # --- reading ------------------------------------------------------------------------
+
+    def speakers(self) -> list[SpeakerInfo]:
+        """Every enrolled speaker, by name, with its number of utterances and their total duration."""
+        rows = self._conn.execute(
+            "SELECT s.name, COUNT(e.id), COALESCE(SUM(e.duration), 0), s.created, m.updated "
+            "FROM speakers s LEFT JOIN enrollments e ON e.speaker_id = s.id "
+            "LEFT JOIN speaker_models m ON m.speaker_id = s.id GROUP BY s.id ORDER BY s.name").fetchall()
+        return [SpeakerInfo(name, int(count), float(duration), created, updated)
+                for name, count, duration, created, updated in rows]
+
+    def speaker_names(self) -> list[str]:
+        """Names of the enrolled speakers, sorted."""
+        return [name for (name,) in self._conn.execute("SELECT name FROM speakers ORDER BY name")]
+
+    def speaker_model(self, speaker: str) -> np.ndarray:
+        """The model (mean L2-normalised enrollment embedding) of one speaker; unknown names are an error."""
+        row = self._conn.execute(
+            "SELECT m.embedding FROM speakers s JOIN speaker_models m ON m.speaker_id = s.id WHERE s.name = ?",
+            (speaker,)).fetchone()
+        if row is None:
+            raise self._unknown(speaker)
+        return _from_blob(row[0])
+
+    def speaker_models(self) -> tuple[list[str], np.ndarray]:
+        """``(names, matrix)`` of every speaker model, one row each, by name; an empty database is an error."""
+        rows = self._conn.execute(
+            "SELECT s.name, m.embedding FROM speakers s JOIN speaker_models m ON m.speaker_id = s.id "
+            "ORDER BY s.name").fetchall()
+        if not rows:
+            raise SpeakerDBError(f"{self.path} has no enrolled speakers; enroll some with 'spk enroll'")
+        return [name for name, _ in rows], np.stack([_from_blob(blob) for _, blob in rows])
+
+    def enrollments(self, speaker: str) -> list[Enrollment]:
+        """The enrollment utterances of one speaker, in the order they were added."""
+        row = self._conn.execute("SELECT id FROM speakers WHERE name = ?", (speaker,)).fetchone()
+        if row is None:
+            raise self._unknown(speaker)
+        return [Enrollment(source, float(duration), _from_blob(blob)) for source, duration, blob in
+                self._conn.execute("SELECT source, duration, embedding FROM enrollments WHERE speaker_id = ? "
+                                   "ORDER BY id", row)]
+
+    def _unknown(self, speaker: str) -> SpeakerDBError:
+        names = self.speaker_names()
+        if not names:
+            return SpeakerDBError(f"speaker {speaker!r} is not enrolled in {self.path}, which has no speakers yet; "
+                                  "enroll with 'spk enroll'")
+        shown = ", ".join(names[:_SHOWN_NAMES]) + (f" ... ({len(names)} in all)" if len(names) > _SHOWN_NAMES else "")
+        return SpeakerDBError(f"speaker {speaker!r} is not enrolled in {self.path}; enrolled speakers: {shown}. "
+                              f"See 'spk speakers list --db {self.path}'")
+
+
+def _check_file(path: Path, create: bool) -> bool:
+    """Refuse a path that cannot be (or become) a speaker database; True when it is new or empty."""
+    if not path.exists():
+        if not create:
+            raise SpeakerDBError(f"speaker database {path} does not exist; make it by enrolling speakers "
+                                 f"('spk enroll --db {path} ...'), or check the path")
+        if not path.parent.is_dir():
+            raise SpeakerDBError(f"cannot make speaker database {path}: folder {path.parent} does not exist")
+        return True
+    if not path.is_file():
+        raise SpeakerDBError(f"speaker database {path} is not a regular file")
+    size = path.stat().st_size
+    if size == 0:
+        if not create:
+            raise SpeakerDBError(f"speaker database {path} is an empty file (0 bytes), with no speakers; "
+                                 "enroll speakers with 'spk enroll' to fill it")
+        return True  # another enrolling process may have just made it; an empty file holds nothing to lose
+    with open(path, "rb") as stream:
+        head = stream.read(len(SQLITE_MAGIC))
+    if head != SQLITE_MAGIC:
+        raise SpeakerDBError(f"{path} is not a speaker database: it is not an SQLite file (it starts with "
+                             f"{head[:8]!r}); it was left unchanged. Check the path, or give a new one to make "
+                             "a database")
+    return False
+
+
+def _initialise(conn: sqlite3.Connection, path: Path, model: ModelIdentity | None) -> dict[str, str]:
+    """The meta of an existing speaker database; with ``model``, make the schema when the file has none."""
+    if model is None:
+        meta = _read_meta(conn, path)
+    else:
+        with conn:
+            conn.execute("BEGIN IMMEDIATE")  # one creator at a time: the check and the creation are atomic
+            meta = _read_meta(conn, path, allow_empty=True)
+            if meta is None:
+                # statement by statement: executescript() would commit the transaction first
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    conn.execute(statement)
+                conn.executemany("INSERT INTO meta(key, value) VALUES (?, ?)", [
+                    ("schema_version", str(SCHEMA_VERSION)), ("model_id", model.model_id),
+                    ("embedding_dim", str(model.embedding_dim)), ("model_source", model.source),
+                    ("created", _now())])
+                logger.info("%s: new speaker database for model %s", path, model.model_id[:12])
+                meta = _read_meta(conn, path)
+    version = meta.get("schema_version", "")
+    if version != str(SCHEMA_VERSION):
+        raise SpeakerDBError(f"{path} has speaker-database schema version {version!r}; this spk reads version "
+                             f"{SCHEMA_VERSION}. Use the spk version that made it")
+    missing = {"model_id", "embedding_dim"} - set(meta)
+    if missing:
+        raise SpeakerDBError(f"{path}: its meta table lacks {', '.join(sorted(missing))}; the database is damaged")
+    return meta
+
+
+def _read_meta(conn: sqlite3.Connection, path: Path, allow_empty: bool = False) -> dict[str, str] | None:
+    """The meta table as a dict; None for a database without tables when ``allow_empty``."""
+    tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "meta" not in tables:
+        if allow_empty and not tables:
+            return None
+        raise SpeakerDBError(f"{path} is an SQLite database but not a speaker database (it has no meta table); "
+                             "it was left unchanged. Give a database made by 'spk enroll', or a new path")
+    return dict(conn.execute("SELECT key, value FROM meta"))
