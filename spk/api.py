@@ -38,7 +38,7 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 from hashlib import sha256
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 from tqdm import tqdm
@@ -439,6 +439,35 @@ class SpeakerModel:
         score = self.score(reference, self.embed(audio, **embed_options))
         llr = self.llr(score) if self.calibration is not None else None
         return VerifyResult(claim, bool(score >= threshold), score, float(threshold), point, llr)
+
+    def verify_stream(self, chunks: Iterable[np.ndarray], speaker_db_or_embedding, claim: str | None = None,
+                      threshold: float | None = None, operating_point: str = "eer"
+                      ) -> Iterator[tuple[float, float] | VerifyResult]:
+        """Verify audio as it arrives: yield ``(seconds so far, running score)`` after each chunk,
+        then the :class:`VerifyResult` of the whole input.
+
+        ``chunks`` are 16 kHz float32 pieces of any size (e.g. :func:`spk.streaming.read_chunks`
+        of a file or of standard input). Forward-only RNNs carry their state from chunk to
+        chunk (:class:`spk.streaming.StreamingEmbedder`); the final score equals what
+        :meth:`verify` gives for the same audio. Input under 0.5 s is refused at the end.
+        """
+        from spk.streaming import StreamingEmbedder
+
+        reference = self._reference(speaker_db_or_embedding, claim)
+        point = None
+        if threshold is None:
+            threshold, point = self.threshold(operating_point), operating_point
+        stream = StreamingEmbedder(self.model, self.feature_config, self.global_cmvn)
+        for chunk in chunks:
+            stream.accept_waveform(np.asarray(chunk, dtype=np.float32))
+            if stream.num_frames:
+                yield stream.seconds, self.score(reference, stream.embedding())
+        if stream.seconds < MIN_AUDIO_S:
+            raise SpkInputError(f"the streamed audio is too short: {stream.seconds:.2f} s, and at least "
+                                f"{MIN_AUDIO_S:g} s is needed")
+        score = self.score(reference, stream.finish())
+        llr = self.llr(score) if self.calibration is not None else None
+        yield VerifyResult(claim, bool(score >= threshold), score, float(threshold), point, llr)
 
     def _reference(self, source, claim: str | None) -> np.ndarray:
         if isinstance(source, np.ndarray):

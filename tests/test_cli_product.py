@@ -225,3 +225,39 @@ def test_enrollments_at_the_same_time_lose_nothing(product, tmp_path):
         assert json.loads(stdout)["added"] == len(paths)
     code, listing = spk_json("speakers", "list", "--db", db)
     assert {s["speaker"]: s["utterances"] for s in listing["speakers"]} == {"carol": 5, "dave": 4}
+
+
+def test_streaming_verification_ends_at_the_offline_score(product, model, tmp_path):
+    """spk verify --stream, from a file and from standard input: a running score per chunk, and the
+    final decision equal to the offline one (same score, same exit status)."""
+    db = tmp_path / "voices.db"
+    alice = product.utts_of("spk009")
+    assert spk("enroll", "--model", product.exp, "--db", db, "--speaker", "alice", alice[0]).returncode == 0
+    sample = alice[1]
+    code, offline = spk_json("verify", "--model", product.exp, "--db", db, "--claim", "alice", sample,
+                             "--threshold", "0.5")
+
+    result = spk("verify", "--model", product.exp, "--db", db, "--claim", "alice", sample, "--threshold", "0.5",
+                 "--stream", "--chunk-seconds", "0.3", "--json")
+    lines = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    running, final = lines[:-1], lines[-1]
+    assert result.returncode == code
+    duration = sf.info(sample).duration
+    assert len(running) >= int(duration / 0.3) - 1
+    assert [r["seconds"] for r in running] == sorted(r["seconds"] for r in running)
+    assert running[-1]["seconds"] == pytest.approx(duration, abs=1e-3)
+    assert final["decision"] == offline["decision"]
+    assert final["score"] == pytest.approx(offline["score"], abs=1e-4)
+
+    with open(sample, "rb") as stdin:  # a pipe, as from a microphone
+        piped = subprocess.run([*SPK, "verify", "--model", str(product.exp), "--db", str(db), "--claim", "alice",
+                                "--threshold", "0.5", "--stream", "-"], stdin=stdin, capture_output=True,
+                               text=True, timeout=300, env=ENV)
+    assert piped.returncode == code, piped.stderr
+    assert f"score {offline['score']:.4f}" in piped.stdout.strip().splitlines()[-1]
+    assert len(piped.stdout.strip().splitlines()) > 2
+
+    assert_clean_error(spk("verify", "--model", product.exp, "--db", db, "--claim", "alice", sample,
+                           "--stream", "--window", "3"), 2, "--stream")
+    assert_clean_error(spk("verify", "--model", product.exp, "--db", db, "--claim", "alice",
+                           tmp_path / "missing.wav", "--stream", "--threshold", "0.5"), 3, "does not exist")

@@ -142,18 +142,30 @@ def enroll(model_path, device, db_path, speaker, window, hop, vad, as_json, audi
               help="Calibrated threshold to use: eer, far=<rate> (e.g. far=0.01) or bayes=<target prior> "
                    "[default: eer].")
 @_embed_options
+@click.option("--stream", is_flag=True,
+              help="Read AUDIO in real-time-sized chunks (a file, or '-' for standard input: WAV or raw 16 kHz "
+                   "16-bit mono PCM) and print a running score after each; the final decision is the same "
+                   "as without --stream.")
+@click.option("--chunk-seconds", type=click.FloatRange(min=0, min_open=True), default=0.25, show_default=True,
+              help="Chunk length for --stream.")
 @_json_option
 @click.argument("audio")
-def verify(model_path, device, db_path, claim, threshold, operating_point, window, hop, vad, as_json, audio):
+def verify(model_path, device, db_path, claim, threshold, operating_point, window, hop, vad, stream, chunk_seconds,
+           as_json, audio):
     """Is AUDIO the claimed speaker? Prints ACCEPT or REJECT with the score, the threshold and the LLR.
 
     The score is the cosine between AUDIO's embedding and the claimed speaker's model
     (centred first when the model has a centre vector). The LLR (natural log) needs the
     model's calibration (calibration.json, stage 5 with --calib-set); so do operating
     points. Exit status 0 means ACCEPT and 1 REJECT.
+
+    With --stream the running score is printed as the audio arrives (with --json, one
+    JSON line per chunk, {"seconds": ..., "score": ...}, then the decision's object).
     """
     if threshold is not None and operating_point is not None:
         raise click.UsageError("give --threshold or --operating-point, not both")
+    if stream and (window is not None or vad):
+        raise click.UsageError("--stream embeds the whole stream as it arrives; it takes no --window or --vad")
     options = _embedding_kwargs(window, hop, vad)
     if operating_point is not None:
         from spk.api import SpkError, parse_operating_point
@@ -166,8 +178,11 @@ def verify(model_path, device, db_path, claim, threshold, operating_point, windo
         with SpeakerDB.open(db_path) as db:
             db.speaker_model(claim)  # an unknown speaker fails now, before the model is loaded
             model = _load_model(model_path, device)
-            result = model.verify(audio, db, claim, threshold=threshold,
-                                  operating_point=operating_point or "eer", **options)
+            if stream:
+                result = _verify_stream(model, db, claim, threshold, operating_point, audio, chunk_seconds, as_json)
+            else:
+                result = model.verify(audio, db, claim, threshold=threshold,
+                                      operating_point=operating_point or "eer", **options)
     except _errors() as error:
         _fail(str(error), as_json)
     if as_json:
@@ -179,6 +194,26 @@ def verify(model_path, device, db_path, claim, threshold, operating_point, windo
         click.echo(f"{'ACCEPT' if result.accept else 'REJECT'} {claim}: score {result.score:.4f} {relation} "
                    f"threshold {result.threshold:.4f}{point}, LLR {llr}")
     sys.exit(0 if result.accept else EXIT_REJECT)
+
+
+def _verify_stream(model, db, claim, threshold, operating_point, audio, chunk_seconds, as_json):
+    """Print the running score of each chunk; return the final VerifyResult."""
+    from spk.audio import AudioError
+    from spk.streaming import read_chunks
+
+    try:
+        for update in model.verify_stream(read_chunks(audio, chunk_seconds), db, claim, threshold=threshold,
+                                          operating_point=operating_point or "eer"):
+            if not isinstance(update, tuple):
+                return update
+            seconds, score = update
+            if as_json:
+                _echo_json({"seconds": round(seconds, 4), "score": score})
+            else:
+                click.echo(f"{seconds:7.2f} s  score {score:.4f}")
+    except AudioError as error:
+        raise OSError(f"cannot read audio {audio}: {error}") from None
+    raise AssertionError("verify_stream ended without a decision")
 
 
 @click.command("identify", cls=_Command, epilog=_EXIT_HELP)
