@@ -17,6 +17,15 @@ phase's weights (the classifier head is dropped when the new loss needs none)::
     epochs: 8
     finetune: {loss: triplet, loss_conf: {margin: 0.2}, epochs: 4, optimizer_conf: {lr: 0.0002}}
 
+On-the-fly data augmentation (noise, music, babble, reverberation, SpecAugment)
+is configured under ``augment``; see :class:`AugmentConfig`::
+
+    augment:
+      prob: 0.6
+      noise: {data: data/musan_noise, snr: [0, 15]}
+      reverb: {data: data/rirs}
+      spec_augment: {prob: 0.5}
+
 Unknown keys are errors.  Stage 3 resolves the config (defaults filled in, the
 feature config and training speakers added) and saves it as
 ``exp/<tag>/config.yaml``; later stages read only that file.
@@ -77,6 +86,7 @@ class ExperimentConfig:
     preload: bool = True  # hold all training features in memory
     finetune: dict[str, Any] = field(default_factory=dict)  # second training phase: overrides, see above
     features: dict[str, Any] = field(default_factory=dict)  # filled in by stage 3
+    augment: dict[str, Any] = field(default_factory=dict)  # on-the-fly augmentation, see AugmentConfig
 
     def __post_init__(self) -> None:
         self.chunk_frames = tuple(int(v) for v in self.chunk_frames)  # type: ignore[assignment]
@@ -89,8 +99,15 @@ class ExperimentConfig:
         if self.speaker_balance not in SPEAKER_BALANCE:
             raise ConfigError(f"speaker_balance: unknown {self.speaker_balance!r}; "
                               f"choose one of {', '.join(SPEAKER_BALANCE)}")
+        self.augmentation()  # check the augmentation options now
         if self.finetune:
             self.phases()  # check the second phase's keys now, not after the first phase trained
+
+    def augmentation(self) -> "AugmentConfig | None":
+        """The typed ``augment`` options, or None when the config asks for no augmentation."""
+        if not self.augment:
+            return None
+        return AugmentConfig.from_dict(self.augment)
 
     def phases(self) -> list["ExperimentConfig"]:
         """The training phases: this config alone, or its first phase and the ``finetune`` phase."""
@@ -137,6 +154,172 @@ class ExperimentConfig:
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
         tmp.replace(path)
+
+
+ADDITIVE_KINDS = ("noise", "music", "babble")
+AUGMENT_KINDS = (*ADDITIVE_KINDS, "reverb", "reverb_noise")
+
+
+@dataclass(frozen=True)
+class AdditiveSource:
+    """Noise, music or babble: recordings of the data dir ``data`` added at an SNR drawn from ``snr`` (dB).
+
+    Babble is the sum of ``speakers`` ([low, high]) random recordings of a
+    speech set; noise and music add one recording. ``weight`` is the kind's
+    share among the augmentation kinds.
+    """
+
+    data: str
+    snr: tuple[float, float]
+    weight: float = 1.0
+    speakers: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class ReverbSource:
+    """Reverberation with the room impulse responses of the data dir ``data`` (wav.scp of RIR files)."""
+
+    data: str
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class SpecAugmentConfig:
+    """SpecAugment of the batch: each chunk masked with probability ``prob`` (see :func:`spk.augment.spec_augment`)."""
+
+    prob: float = 0.5
+    time_masks: int = 1
+    max_time_width: int = 10
+    freq_masks: int = 1
+    max_freq_width: int = 8
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """On-the-fly augmentation of training chunks, the way WeSpeaker does it.
+
+    A chunk is augmented with probability ``prob``; an augmented chunk gets one
+    kind, drawn in proportion to the kinds' ``weight`` (default 1 each) among
+    those configured:
+
+    - ``noise``, ``music``: ``{data: DIR, snr: [low, high], weight: 1}``: one
+      recording of DIR added at an SNR drawn uniformly from the range;
+    - ``babble``: ``{data: DIR, snr: [low, high], speakers: [3, 7]}``: the sum of
+      3 to 7 recordings of a speech set (e.g. MUSAN speech);
+    - ``reverb``: ``{data: DIR, weight: 1}``: convolution with a room impulse response of DIR;
+    - ``reverb_noise``: ``{weight: 1}``: reverberation, then ``noise`` (needs both configured).
+
+    DIR is a Kaldi data dir with ``wav.scp`` (optionally ``segments`` and
+    ``utt2dur``); a relative path is relative to the working directory of
+    ``spk train`` (the recipe folder). ``spec_augment`` (``{prob, time_masks,
+    max_time_width, freq_masks, max_freq_width}``) then masks the features of
+    each chunk of a batch with its own probability.
+    """
+
+    prob: float = 0.6
+    noise: AdditiveSource | None = None
+    music: AdditiveSource | None = None
+    babble: AdditiveSource | None = None
+    reverb: ReverbSource | None = None
+    reverb_noise: float | None = None  # weight of reverberation + noise
+    spec_augment: SpecAugmentConfig | None = None
+
+    @classmethod
+    def from_dict(cls, values: Any, key: str = "augment") -> "AugmentConfig":
+        """Build from the ``augment`` mapping; every error names the key (e.g. ``augment.noise.snr: ...``)."""
+        values = _options(values, key, ("prob", *AUGMENT_KINDS, "spec_augment"))
+        parts: dict[str, Any] = {}
+        for kind in ADDITIVE_KINDS:
+            if values.get(kind) is not None:
+                parts[kind] = _additive(values[kind], f"{key}.{kind}", babble=kind == "babble")
+        if values.get("reverb") is not None:
+            options = _options(values["reverb"], f"{key}.reverb", ("data", "weight"), required=("data",))
+            parts["reverb"] = ReverbSource(data=_data_dir(options["data"], f"{key}.reverb.data"),
+                                           weight=_number(options.get("weight", 1.0), f"{key}.reverb.weight", 0.0))
+        if values.get("reverb_noise") is not None:
+            options = _options(values["reverb_noise"], f"{key}.reverb_noise", ("weight",))
+            parts["reverb_noise"] = _number(options.get("weight", 1.0), f"{key}.reverb_noise.weight", 0.0)
+        if values.get("spec_augment") is not None:
+            options = _options(values["spec_augment"], f"{key}.spec_augment",
+                               tuple(f.name for f in fields(SpecAugmentConfig)))
+            prob = _number(options.pop("prob", SpecAugmentConfig.prob), f"{key}.spec_augment.prob", 0.0, 1.0)
+            counts = {name: _count(value, f"{key}.spec_augment.{name}") for name, value in options.items()}
+            parts["spec_augment"] = SpecAugmentConfig(prob=prob, **counts)
+        has_kinds = any(kind in parts for kind in AUGMENT_KINDS)
+        default_prob = cls.prob if has_kinds else 0.0  # e.g. SpecAugment alone
+        config = cls(prob=_number(values.get("prob", default_prob), f"{key}.prob", 0.0, 1.0), **parts)
+        if config.reverb_noise is not None and (config.reverb is None or config.noise is None):
+            raise ConfigError(f"{key}.reverb_noise: needs both reverb (the RIRs) and noise (the noise "
+                              f"recordings and SNRs) configured")
+        if config.prob > 0 and not any(weight > 0 for _, weight in config.kinds()):
+            raise ConfigError(f"{key}: prob is {config.prob} but no augmentation kind with a weight above 0 is "
+                              f"configured; add one of {', '.join(AUGMENT_KINDS)}, or set prob: 0")
+        return config
+
+    def kinds(self) -> list[tuple[str, float]]:
+        """The configured waveform augmentation kinds with their weights, in a fixed order."""
+        sources = {"noise": self.noise, "music": self.music, "babble": self.babble, "reverb": self.reverb}
+        kinds = [(name, source.weight) for name, source in sources.items() if source is not None]
+        if self.reverb_noise is not None:
+            kinds.append(("reverb_noise", self.reverb_noise))
+        return kinds
+
+
+def _options(value: Any, key: str, known: tuple[str, ...], required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``value`` as a mapping of known options; unknown or missing keys are errors naming ``key``."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a mapping of options, got {value!r}")
+    unknown = sorted(set(value) - set(known))
+    if unknown:
+        raise ConfigError(f"{key}: unknown key(s) {', '.join(map(str, unknown))}; known keys: {', '.join(known)}")
+    missing = [name for name in required if name not in value]
+    if missing:
+        raise ConfigError(f"{key}: missing {', '.join(missing)}")
+    return dict(value)
+
+
+def _additive(value: Any, key: str, *, babble: bool) -> AdditiveSource:
+    known = ("data", "snr", "weight", "speakers") if babble else ("data", "snr", "weight")
+    options = _options(value, key, known, required=("data", "snr"))
+    return AdditiveSource(
+        data=_data_dir(options["data"], f"{key}.data"),
+        snr=_range(options["snr"], f"{key}.snr", float),
+        weight=_number(options.get("weight", 1.0), f"{key}.weight", 0.0),
+        speakers=_range(options.get("speakers", [3, 7]), f"{key}.speakers", int, minimum=1) if babble else None)
+
+
+def _range(value: Any, key: str, kind: type, *, minimum: float | None = None) -> tuple:
+    """``[low, high]`` with ``low <= high`` (and ``low >= minimum``) as a tuple of ``kind``."""
+    if not isinstance(value, (list, tuple)) or len(value) != 2 \
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        raise ConfigError(f"{key}: expected [low, high], got {value!r}")
+    if kind is int and not all(float(v).is_integer() for v in value):
+        raise ConfigError(f"{key}: expected whole numbers, got {list(value)}")
+    low, high = (kind(v) for v in value)
+    if low > high or (minimum is not None and low < minimum):
+        bound = f" and low >= {minimum}" if minimum is not None else ""
+        raise ConfigError(f"{key}: expected [low, high] with low <= high{bound}, got {list(value)}")
+    return low, high
+
+
+def _number(value: Any, key: str, low: float, high: float | None = None) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < low \
+            or (high is not None and value > high):
+        bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise ConfigError(f"{key}: expected a number {bound}, got {value!r}")
+    return float(value)
+
+
+def _count(value: Any, key: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError(f"{key}: expected a whole number >= 0, got {value!r}")
+    return value
+
+
+def _data_dir(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key}: expected the path of a data dir with wav.scp, got {value!r}")
+    return value
 
 
 def apply_overrides(values: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:

@@ -3,7 +3,9 @@
 An epoch is a shuffled list of ``(utterance, start)`` chunks drawn with a
 generator seeded by ``(seed, epoch)``, so an epoch can be replayed exactly after
 a restart.  All chunks of one batch share one length, drawn from the configured
-range, so batches need no padding.
+range, so batches need no padding.  A sampler's ``augmenter`` (see
+:mod:`spk.train.augmentation`) may replace chunks by augmented ones; it is
+called with each batch's position, so augmentation replays exactly as well.
 """
 
 from __future__ import annotations
@@ -100,6 +102,9 @@ class ChunkSampler:
             per_utt = self.lengths / mean_chunk
         self.chunks_per_utt = np.maximum(1, np.round(per_utt)).astype(np.int64)
         self.oversample = oversample
+        # Called as augmenter(batch, chunks, epoch, batch_index) -> Batch on every batch, e.g. a
+        # spk.train.augmentation.ChunkAugmenter; it must depend on nothing but its arguments (resume, DDP).
+        self.augmenter = None
 
     def num_batches(self) -> int:
         """Batches per epoch over all processes (the last partial batch is dropped)."""
@@ -144,21 +149,29 @@ class ChunkSampler:
         for local in range(start_batch, self.num_local_batches()):
             b = local * world_size + rank
             rows = slice(b * self.batch_size, (b + 1) * self.batch_size)
-            yield self._cut(order[rows], offsets[rows], int(chunk_lengths[b]))
+            batch, chunks = self._cut(order[rows], offsets[rows], int(chunk_lengths[b]))
+            if self.augmenter is not None:
+                batch = self.augmenter(batch, chunks, epoch, b)
+            yield batch
 
-    def _cut(self, utt_indices: np.ndarray, offsets: np.ndarray, chunk_length: int) -> Batch:
-        """One chunk of ``chunk_length`` frames (or the shortest utterance's length) per utterance."""
+    def _cut(self, utt_indices: np.ndarray, offsets: np.ndarray,
+             chunk_length: int) -> tuple[Batch, list[tuple[str, int]]]:
+        """One chunk of ``chunk_length`` frames (or the shortest utterance's length) per utterance,
+        with each chunk's ``(utterance, first frame)``."""
         length = int(min(chunk_length, self.lengths[utt_indices].min()))
-        chunks = []
+        chunks, positions = [], []
         for utt_index, offset in zip(utt_indices, offsets):
-            feats = self.store[self.utts[utt_index]]
+            utt = self.utts[utt_index]
+            feats = self.store[utt]
             start = int(offset * (len(feats) - length + 1))
             chunks.append(feats[start:start + length])
-        return Batch(
+            positions.append((utt, start))
+        batch = Batch(
             feats=torch.from_numpy(np.stack(chunks)),
             lengths=torch.full((len(utt_indices),), length, dtype=torch.int64),
             labels=torch.from_numpy(self.labels[utt_indices]),
         )
+        return batch, positions
 
 
 class SpeakerBalancedSampler(ChunkSampler):

@@ -36,6 +36,7 @@ from spk.models.embedder import SpeakerEmbedder
 from spk.train import distributed
 from spk.train.config import ExperimentConfig
 from spk.train.dataset import ChunkSampler, FeatureStore, SpeakerBalancedSampler, pad_batch
+from spk.train.prefetch import Prefetcher
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +139,21 @@ def make_sampler(config: ExperimentConfig, store: FeatureStore, utt2label: dict[
                         oversample=config.speaker_balance == "oversample")
 
 
+def make_augmenter(augmentation, feature_config: FeatureConfig, train_dir: Path, store: FeatureStore, sampler,
+                   config: ExperimentConfig):
+    """The on-the-fly augmenter of ``augmentation`` for the sampler's utterances, checked against the features."""
+    from spk.train.augmentation import ChunkAugmenter
+
+    augmenter = ChunkAugmenter.build(augmentation, feature_config, train_dir, sampler.utts, seed=config.seed,
+                                     preload=config.preload, global_stats=store.global_stats)
+    if config.preload:
+        augmenter.check_lengths(sampler.utts, store.num_frames)
+    kinds = ", ".join(f"{name} {weight:g}" for name, weight in augmentation.kinds()) or "none"
+    logger.info("on-the-fly augmentation: probability %g, kinds (weights) %s; SpecAugment %s", augmentation.prob,
+                kinds, f"probability {augmentation.spec_augment.prob:g}" if augmentation.spec_augment else "off")
+    return augmenter
+
+
 def train(exp_dir: Path, config: ExperimentConfig, feature_config: FeatureConfig, train_dir: Path,
           valid_dir: Path | None = None, *, valid_trials_dir: Path | None = None, device: str = "cpu",
           resume: bool = True) -> Path:
@@ -231,6 +247,9 @@ def _train_phase(run: _Phase, feature_config: FeatureConfig, train_dir: Path, va
     sampler = make_sampler(config, store, utt2label, loss_input)
     if config.speaker_balance == "class_weights":
         set_class_weights(loss_fn, config, sampler, len(speakers))
+    augmentation = config.augmentation()
+    if augmentation is not None:
+        sampler.augmenter = make_augmenter(augmentation, feature_config, train_dir, store, sampler, config)
     sampler.shard(context.rank, context.world_size)
     steps_per_epoch = sampler.num_local_batches()
     if steps_per_epoch == 0:
@@ -390,14 +409,23 @@ class _TrainState:
 
 def _train_epoch(state: _TrainState, train_step, sampler, epoch, start_batch, config, context,
                  stop: StopRequest, interrupted_path: Path) -> dict[str, float]:
+    """Train on this process's batches of ``epoch`` from ``start_batch``; the next batches are
+    prepared in a background thread meanwhile."""
+    state.model.train()
+    with Prefetcher(sampler.batches(epoch, start_batch), depth=2, name="batches") as batches:
+        return _run_batches(state, train_step, sampler, batches, epoch, start_batch, config, context, stop,
+                            interrupted_path)
+
+
+def _run_batches(state: _TrainState, train_step, sampler, batches, epoch, start_batch, config, context,
+                 stop: StopRequest, interrupted_path: Path) -> dict[str, float]:
     model, loss_fn, optimizer, scheduler = state.model, state.loss_fn, state.optimizer, state.scheduler
     device = context.device
-    model.train()
     classifies = getattr(loss_fn, "input", "logits") == "logits"
     total_loss = correct = seen = 0.0
     frames = 0
     start = time.time()
-    progress = tqdm(sampler.batches(epoch, start_batch), total=sampler.num_local_batches(), initial=start_batch,
+    progress = tqdm(batches, total=sampler.num_local_batches(), initial=start_batch,
                     desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False, disable=not context.is_main)
     for batch_number, batch in enumerate(progress, start=start_batch):
         if model.head is not None and hasattr(model.head, "set_epoch"):
