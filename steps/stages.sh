@@ -23,6 +23,10 @@ min_frames=200               # stage 2: drop shorter utterances
 min_utts=2                   # stage 2: drop speakers with fewer utterances
 valid_per_spk=1              # stage 2: utterances per speaker held out for validation accuracy
 valid_speakers=0             # stage 2: speakers held out of training for the validation EER
+speed_perturb=false          # stage 2: add 0.9x and 1.1x speed copies as new speakers (spk augment speed)
+aug_offline=                 # stage 2: Kaldi-v2 offline augmented copies of these kinds (reverb,noise,music,babble)
+aug_sources=                 # stage 2: noise/music/rirs/speech sources for aug_offline (spk augment sources, or MUSAN prep)
+aug_num=0                    # stage 2: keep this many of the augmented copies (0: all)
 embed_chunk=0                # stage 4: embed in chunks of this many seconds, averaged (0: whole utterances)
 embed_overlap=0              # stage 4: overlap of those chunks in seconds
 backend=cosine               # stage 5 scoring backend: cosine or euclidean
@@ -34,7 +38,7 @@ baseline=true                # also score the no-training MFCC-mean baseline
 force=false                  # redo finished work
 threads=0                    # torch threads for training (0 = all cores)
 train_nproc=1                # stage 3: >1 trains with torchrun DDP, this many processes (GPUs) on this machine
-spk_option_names="stage stop_stage nj device prep_cmd train_set test_sets ident_sets feature_config config tag train_overrides min_frames min_utts valid_per_spk valid_speakers embed_chunk embed_overlap backend center score_norm top_n calib_set baseline force threads train_nproc"
+spk_option_names="stage stop_stage nj device prep_cmd train_set test_sets ident_sets feature_config config tag train_overrides min_frames min_utts valid_per_spk valid_speakers speed_perturb aug_offline aug_sources aug_num embed_chunk embed_overlap backend center score_norm top_n calib_set baseline force threads train_nproc"
 
 command_line="$0 $*"
 . "$(dirname "${BASH_SOURCE[0]}")/parse_options.sh"
@@ -46,7 +50,11 @@ current_stage=
 log "command line: $command_line"
 [ -n "$tag" ] || tag=$(basename "${config%.*}")
 exp=exp/$tag
-egs=data/${train_set}_egs
+# the training examples come from the training set, or its speed-perturbed and/or augmented version (stage 2)
+egs_source=$train_set
+[ "$speed_perturb" = true ] && egs_source=${egs_source}_sp
+[ -n "$aug_offline" ] && egs_source=${egs_source}_combined
+egs=data/${egs_source}_egs
 force_flag=(); [ "$force" = true ] && force_flag=(--force)
 for f in "$feature_config" "$config"; do
   [ -f "$f" ] || { log "error: config file $f does not exist (see conf/)"; exit 1; }
@@ -73,8 +81,26 @@ fi
 current_stage=2
 if stage_active 2; then
   log "stage 2: training examples"
+  src=$train_set
+  if [ "$speed_perturb" = true ]; then
+    run spk augment speed --src data/$src --out data/${src}_sp --factors 0.9,1.0,1.1 --nj "$nj" "${force_flag[@]}"
+    src=${src}_sp
+  fi
+  if [ -n "$aug_offline" ]; then
+    [ -n "$aug_sources" ] || { log "error: --aug-offline needs --aug-sources (a folder made by 'spk augment sources')"; exit 1; }
+    num_opt=(); [ "$aug_num" != 0 ] && num_opt=(--num-aug "$aug_num")
+    run spk augment data --src data/$src --out data/${src}_aug --kinds "$aug_offline" --sources "$aug_sources" \
+      --nj "$nj" "${force_flag[@]}"
+    run spk augment combine --clean data/$src --aug data/${src}_aug "${num_opt[@]}" --out data/${src}_combined \
+      "${force_flag[@]}"
+    src=${src}_combined
+  fi
+  if [ "$src" != "$train_set" ]; then
+    run spk features --config "$feature_config" --feat-dir "features/$(basename "${feature_config%.*}")" \
+      --nj "$nj" "${force_flag[@]}" data/$src
+  fi
   run spk egs --min-frames "$min_frames" --min-utts "$min_utts" --valid-per-spk "$valid_per_spk" \
-    --valid-speakers "$valid_speakers" data/$train_set "$egs"
+    --valid-speakers "$valid_speakers" data/$egs_source "$egs"
 fi
 
 current_stage=3

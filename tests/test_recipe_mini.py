@@ -69,6 +69,36 @@ def test_all_stages_write_the_design_files(recipe, first_run):
     assert "| tiny |" in first_run.stdout  # the comparison table ends the run's output
 
 
+def test_dev_set_calibrates_and_noisy_test_condition_is_scored(recipe, first_run):
+    """The dev speakers' trials fit calibration.json; test_noisy (the same trials on reverberated,
+    noisy audio) is scored and reported beside the clean test set."""
+    calibration = json.loads((recipe / "exp/tiny/calibration.json").read_text())
+    assert calibration["dev_trials"] == "data/dev/trials" and calibration["scoring"]["backend"] == "cosine"
+    assert (recipe / "data/test_noisy/trials").read_text() == (recipe / "data/test/trials").read_text()
+    noisy = json.loads((recipe / "exp/tiny/results/test_noisy_cosine.json").read_text())
+    assert noisy["num_target"] == verification_targets(recipe) and "cllr" in noisy
+    assert "| tiny | test_noisy_cosine |" in (recipe / "exp/RESULTS.md").read_text()
+
+
+def verification_targets(recipe: Path) -> int:
+    return json.loads((recipe / "exp/tiny/results/test_cosine.json").read_text())["num_target"]
+
+
+def test_stage_2_offline_augmentation_and_speed_perturbation(recipe, first_run):
+    """Kaldi-v2 style: speed-perturbed copies as new speakers, plus augmented copies, combined,
+    with features, as the training examples of a model."""
+    result = run_recipe(recipe, "--stage", "2", "--stop-stage", "3", "--speed-perturb", "true",
+                        "--aug-offline", "reverb,noise", "--aug-sources", "data/aug_sources", "--aug-num", "40",
+                        "--tag", "tiny_offline_aug")
+    assert result.returncode == 0, result.stderr[-4000:]
+    train = recipe / "data/train_sp_combined_egs/train"
+    speakers = set((train / "utt2spk").read_text().split()[1::2])
+    assert {s for s in speakers if s.startswith("sp0.9-")} and {s for s in speakers if s.startswith("sp1.1-")}
+    utts = (train / "utt2spk").read_text().split()[0::2]
+    assert 0 < sum(u.endswith(("-reverb", "-noise")) for u in utts) <= 40
+    assert (recipe / "exp/tiny_offline_aug/models/final.pt").exists()
+
+
 def test_rerun_skips_finished_work(recipe, first_run):
     final = recipe / "exp/tiny/models/final.pt"
     before = final.stat().st_mtime_ns
