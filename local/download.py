@@ -25,11 +25,14 @@ import http.client
 import logging
 import os
 import socket
+import stat
 import tarfile
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -269,28 +272,73 @@ def extract_tar(archive: str | os.PathLike, target_dir: str | os.PathLike, *, pr
     :class:`DownloadError` naming it. A half-extracted archive (no flag) is
     extracted again over what is there.
     """
+    return _extract_once(Path(archive), Path(target_dir), _tar_members, (tarfile.TarError, EOFError, OSError),
+                         progress)
+
+
+def extract_zip(archive: str | os.PathLike, target_dir: str | os.PathLike, *, progress: bool = True) -> Path:
+    """Extract zip ``archive`` into ``target_dir`` safely, once, as :func:`extract_tar` does.
+
+    A member that would land outside ``target_dir`` (absolute path, ``..``, a drive
+    letter) or is a symbolic link raises :class:`DownloadError` naming it.
+    """
+    return _extract_once(Path(archive), Path(target_dir), _zip_members, (zipfile.BadZipFile, EOFError, OSError),
+                         progress)
+
+
+def _extract_once(archive: Path, target_dir: Path, open_members, errors: tuple, progress: bool) -> Path:
+    """Check every member, then extract them all, and leave the completion flag; skip when it is there.
+
+    ``open_members(archive, target_dir)`` is a context manager giving the checked
+    members and a function that extracts one of them.
+    """
     from tqdm import tqdm
 
-    archive, target_dir = Path(archive), Path(target_dir)
     flag = completion_flag(archive, target_dir)
     if flag.is_file():
         logger.info("%s is already extracted into %s; skipping", archive.name, target_dir)
         return target_dir
     target_dir.mkdir(parents=True, exist_ok=True)
     try:
-        with tarfile.open(archive, "r:*") as tar:
-            members = tar.getmembers()
-            for member in members:
-                _check_member(member, archive)
+        with open_members(archive, target_dir) as (members, extract):
             for member in tqdm(members, desc=f"extracting {archive.name}", unit="file", disable=not progress):
-                # members were checked above; the "data" filter (Python >= 3.11.4) checks them again
-                tar.extract(member, target_dir, **_EXTRACT_OPTIONS)
-    except (tarfile.TarError, EOFError, OSError) as error:
+                extract(member)
+    except errors as error:
         raise DownloadError(f"cannot extract {archive}: {error}. If the archive is damaged, delete it and "
                             "download it again") from None
     flag.write_text(f"{archive.name} {len(members)} members\n")
     logger.info("extracted %s (%d members) into %s", archive.name, len(members), target_dir)
     return target_dir
+
+
+@contextmanager
+def _tar_members(archive: Path, target_dir: Path):
+    with tarfile.open(archive, "r:*") as tar:
+        members = tar.getmembers()
+        for member in members:
+            _check_member(member, archive)
+        # members were checked above; the "data" filter (Python >= 3.11.4) checks them again
+        yield members, lambda member: tar.extract(member, target_dir, **_EXTRACT_OPTIONS)
+
+
+@contextmanager
+def _zip_members(archive: Path, target_dir: Path):
+    with zipfile.ZipFile(archive) as handle:
+        members = handle.infolist()
+        for member in members:
+            _check_zip_member(member, archive)
+        yield members, lambda member: handle.extract(member, target_dir)
+
+
+def _check_zip_member(member: zipfile.ZipInfo, archive: Path) -> None:
+    """Refuse a zip member that could write outside the target folder, or a link."""
+    name = PurePosixPath(member.filename.replace("\\", "/"))
+    if name.is_absolute() or ".." in name.parts or (name.parts and ":" in name.parts[0]):
+        raise DownloadError(f"{archive}: member {member.filename!r} would be written outside the target folder; "
+                            "refusing to extract this archive")
+    if stat.S_ISLNK(member.external_attr >> 16):
+        raise DownloadError(f"{archive}: member {member.filename!r} is a symbolic link; refusing to extract "
+                            "this archive")
 
 
 _EXTRACT_OPTIONS = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}

@@ -29,14 +29,11 @@ out with a warning naming them; wav files no list names are counted in a warning
 from __future__ import annotations
 
 import logging
-import os
-import stat
-import zipfile
 from pathlib import Path, PurePosixPath
 
 from local.corpus import CorpusError, SkipLog, Utterance, audio_duration, whole_file
 from local.datadirs import DataSet, write_data_dirs
-from local.download import DownloadError, RemoteFile, completion_flag, download_file
+from local.download import RemoteFile, completion_flag, download_file, extract_zip
 from spk.data import DataDirSummary
 from spk.data.formats import format_seconds
 
@@ -171,46 +168,6 @@ def prepare(corpus_dir: str | Path, data_dir: str | Path, *, sets: tuple[str, ..
 
 
 # --- download -------------------------------------------------------------------------------------
-
-
-def extract_zip(archive: str | os.PathLike, target_dir: str | os.PathLike, *, progress: bool = True) -> Path:
-    """Extract zip ``archive`` into ``target_dir`` safely, once (like :func:`local.download.extract_tar`).
-
-    Every member is checked first: one that would land outside ``target_dir``
-    (absolute path, ``..``) or is a symbolic link raises DownloadError naming it.
-    ``.<archive>.complete`` marks a finished extraction; without it, extraction is redone.
-    """
-    from tqdm import tqdm
-
-    archive, target_dir = Path(archive), Path(target_dir)
-    flag = completion_flag(archive, target_dir)
-    if flag.is_file():
-        logger.info("%s is already extracted into %s; skipping", archive.name, target_dir)
-        return target_dir
-    target_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        with zipfile.ZipFile(archive) as handle:
-            members = handle.infolist()
-            for member in members:
-                _check_member(member, archive)
-            for member in tqdm(members, desc=f"extracting {archive.name}", unit="file", disable=not progress):
-                handle.extract(member, target_dir)
-    except (zipfile.BadZipFile, OSError, EOFError) as error:
-        raise DownloadError(f"cannot extract {archive}: {error}. If the archive is damaged, delete it and "
-                            "download it again") from None
-    flag.write_text(f"{archive.name} {len(members)} members\n")
-    logger.info("extracted %s (%d members) into %s", archive.name, len(members), target_dir)
-    return target_dir
-
-
-def _check_member(member: zipfile.ZipInfo, archive: Path) -> None:
-    name = PurePosixPath(member.filename.replace("\\", "/"))
-    if name.is_absolute() or ".." in name.parts or (name.parts and ":" in name.parts[0]):
-        raise DownloadError(f"{archive}: member {member.filename!r} would be written outside the target folder; "
-                            "refusing to extract this archive")
-    if stat.S_ISLNK(member.external_attr >> 16):
-        raise DownloadError(f"{archive}: member {member.filename!r} is a symbolic link; refusing to extract "
-                            "this archive")
 
 
 def archive(*, base_urls: tuple[str, ...] = OPENSLR_URLS, md5: str | None = ARCHIVE_MD5) -> RemoteFile:

@@ -21,6 +21,7 @@ import soundfile as sf
 
 from local import musan, rirs_noises
 from local.corpus import CorpusError
+from local.download import extract_zip
 from local.download import ChecksumError, DownloadError, completion_flag
 from spk.augment_data import augment_data_dir
 from spk.data import DataDir, read_kv, validate_data_dir
@@ -279,11 +280,11 @@ def test_unsafe_zip_is_refused_before_anything_is_extracted(tmp_path):
     archive = tmp_path / "rirs_noises.zip"
     archive.write_bytes(zipped(made, "RIRS_NOISES", {"../escape.txt": b"x"}))
     with pytest.raises(DownloadError, match="outside the target folder"):
-        rirs_noises.extract_zip(archive, tmp_path / "out", progress=False)
+        extract_zip(archive, tmp_path / "out", progress=False)
     assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "out" / "RIRS_NOISES").exists()
     archive.write_bytes(b"PK not really a zip")
     with pytest.raises(DownloadError, match="delete it and download it again"):
-        rirs_noises.extract_zip(archive, tmp_path / "out2", progress=False)
+        extract_zip(archive, tmp_path / "out2", progress=False)
 
 
 def test_cli_entries(tmp_path):

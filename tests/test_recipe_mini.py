@@ -9,18 +9,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.product_model import TINY_CONFIG  # the same tiny model the product tests train
 
-TINY_CONFIG = """\
-encoder: lstm
-encoder_conf: {hidden_size: 32, num_layers: 1}
-pooling: mean
-embedding_dim: 16
-loss: softmax
-epochs: 2
-batch_size: 16
-chunk_frames: [100, 150]
-"""
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
