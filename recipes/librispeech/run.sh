@@ -30,5 +30,5 @@ exec steps/stages.sh \
 $download_flag --segment-length $segment_length --min-segment-length $min_segment_length \
 --num-test-speakers $num_test_speakers --train-seconds-per-speaker $train_seconds --seed $seed" \
   --train-set train --test-sets test --ident-sets ident_test \
-  --feature-config conf/fbank.yaml --config conf/lstm_softmax.yaml \
+  --feature-config conf/fbank_global.yaml --config conf/lstm_contrastive_long.yaml --valid-per-spk 0 \
   "${stage_args[@]}"
