@@ -17,6 +17,7 @@ from spk.data import (
     DataDir,
     utt2spk_to_spk2utt,
     validate_data_dir,
+    write_kv,
     write_spk2utt,
     write_utt2num_frames,
     write_utt2spk,
@@ -313,6 +314,39 @@ def test_prepare_training_dirs(tmp_path, styles):
     # the same seed gives the same split
     prepare_training_dirs(src, tmp_path / "egs2", min_frames=100, seed=0)
     assert DataDir(tmp_path / "egs2/valid").utt2spk() == valid_utts
+
+
+def test_prepare_training_dirs_holds_out_all_copies_of_a_recording(tmp_path, styles):
+    """With utt2uniq (offline augmentation, speed perturbation), no copy of a validation recording trains."""
+    utts, uniq = {}, {}
+    for s in range(3):
+        for u in range(3):
+            clean = f"spk{s}-u{u}"
+            utts[clean] = (f"spk{s}", 150)
+            uniq[clean] = clean
+            for kind in ("music", "noise", "reverb"):
+                utts[f"{clean}-{kind}"] = (f"spk{s}", 150)
+                uniq[f"{clean}-{kind}"] = clean
+            if s == 0:  # speed-perturbed copies are other speakers
+                utts[f"sp0.9-{clean}"] = ("sp0.9-spk0", 160)
+                uniq[f"sp0.9-{clean}"] = clean
+    src = tmp_path / "src"
+    write_feature_dir(src, utts, {**styles, "sp0.9-spk0": styles["spk0"]}, seed=5)
+    write_kv(src / "utt2uniq", uniq)
+    validate_data_dir(src, need_feats=True, need_cmvn=True)
+    counts = prepare_training_dirs(src, tmp_path / "egs", min_frames=100, valid_per_speaker=1, seed=0)
+    valid = DataDir(tmp_path / "egs/valid").utt2spk()
+    train_utts = set(DataDir(tmp_path / "egs/train").utt2spk())
+    assert len(valid) == counts["valid"] == 4  # one recording per speaker, sp0.9-spk0 included
+    sources = {uniq.get(u, u) for u in valid}
+    held = [u for u in valid if not u.startswith("sp0.9-")]
+    assert all(u == uniq.get(u, u) for u in held), "the clean original validates"
+    assert not {u for u in train_utts if uniq.get(u, u) in sources}, "a copy of a validation recording trains"
+    # everything else trains: 3 speakers x 3 recordings x 4 versions + 3 speed copies, minus the held-out sources
+    kept = {u for u in utts if uniq.get(u, u) not in sources}
+    assert train_utts == kept
+    assert (tmp_path / "egs/train/utt2uniq").is_file()
+    validate_data_dir(tmp_path / "egs/train", need_feats=True, need_cmvn=True)
 
 
 def test_prepare_training_dirs_errors(tmp_path, styles):

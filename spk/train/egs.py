@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spk.data import DataDir, DataDirUsageError, Trial, subset_data_dir, write_trials
+from spk.data import DataDir, DataDirUsageError, Trial, read_kv, subset_data_dir, write_trials
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +28,9 @@ def prepare_training_dirs(src: Path, dst: Path, *, min_frames: int, min_utts_per
     utterances of at least ``min_frames`` frames if it has at least
     ``min_utts_per_speaker`` of them; ``valid_per_speaker`` of those, drawn with
     ``seed``, go to ``valid`` when the speaker would keep at least one for training.
+    Where ``src`` has ``utt2uniq`` (augmented or speed-perturbed copies), the draw is
+    over source recordings: a held-out recording's clean original validates and all
+    its copies, under any speaker, leave training, so validation sees no audio that trained.
     """
     data = DataDir(src)
     if not data.has("utt2num_frames"):
@@ -35,7 +38,9 @@ def prepare_training_dirs(src: Path, dst: Path, *, min_frames: int, min_utts_per
     num_frames = data.utt2num_frames()
     spk2utt = data.spk2utt()
     rng = np.random.default_rng(seed)
+    utt2uniq = read_kv(Path(src) / "utt2uniq") if data.has("utt2uniq") else {}
     train, valid, trial_utts = [], [], []
+    held_sources: set[str] = set()
     dropped_utts = dropped_speakers = 0
     usable = [s for s in sorted(spk2utt)
               if sum(num_frames.get(u, 0) >= min_frames for u in spk2utt[s]) >= max(2, min_utts_per_speaker)]
@@ -52,11 +57,23 @@ def prepare_training_dirs(src: Path, dst: Path, *, min_frames: int, min_utts_per
         if len(long_enough) < min_utts_per_speaker:
             dropped_speakers += 1
             continue
-        held = set()
-        if valid_per_speaker and len(long_enough) > valid_per_speaker:
-            held = set(rng.choice(long_enough, size=valid_per_speaker, replace=False).tolist())
-        valid.extend(sorted(held))
-        train.extend(u for u in long_enough if u not in held)
+        # Copies of one recording (utt2uniq: augmented or speed-perturbed) are held out together.
+        groups: dict[str, list[str]] = {}
+        for utt in long_enough:
+            groups.setdefault(utt2uniq.get(utt, utt), []).append(utt)
+        held_groups = set()
+        if valid_per_speaker and len(groups) > valid_per_speaker:
+            held_groups = set(rng.choice(list(groups), size=valid_per_speaker, replace=False).tolist())
+        for group in sorted(held_groups):
+            members = groups[group]
+            valid.append(group if group in members else members[0])  # the clean original where there is one
+            held_sources.add(group)
+        train.extend(u for u in long_enough if utt2uniq.get(u, u) not in held_groups)
+    if held_sources:  # copies of held-out recordings under other speakers (sp0.9-<spk>) leave training too
+        train = [u for u in train if utt2uniq.get(u, u) not in held_sources]
+        utt2spk = data.utt2spk()
+        training_speakers = {utt2spk[u] for u in train}
+        valid = [u for u in valid if utt2spk[u] in training_speakers]  # a speaker left without training audio
     if not train:
         raise DataDirUsageError(
             f"{src}: no utterance has {min_frames} frames in a speaker with {min_utts_per_speaker} such "
