@@ -19,12 +19,16 @@ seeded generators so that results are reproducible.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import soxr
-import torch
 from scipy import signal
 
 from spk.simulate import mix_at_snr
+
+if TYPE_CHECKING:  # torch is imported where it is used, so that offline augmentation workers do not load it
+    import torch
 
 __all__ = ["add_noise", "reverberate", "speed_perturb", "spec_augment", "rir_peak"]
 
@@ -119,6 +123,8 @@ def spec_augment(feats: torch.Tensor, lengths, *, time_masks: int, max_time_widt
     Random numbers come only from ``generator``, so a batch is masked the same
     way whenever the generator is seeded the same way.
     """
+    import torch
+
     if feats.dim() != 3:
         raise ValueError(f"spec_augment: expected a (B, T, D) batch, got shape {tuple(feats.shape)}")
     for name, value in (("time_masks", time_masks), ("max_time_width", max_time_width),
@@ -144,6 +150,8 @@ def _stripes(count: int, max_width: int, sizes: torch.Tensor, span: int,
              generator: torch.Generator) -> torch.Tensor:
     """(B, span) mask of ``count`` stripes per row within ``[0, sizes[b])``, widths uniform in
     ``[0, min(max_width, sizes[b])]`` and starts uniform over the positions where the stripe fits."""
+    import torch
+
     draws = torch.rand(len(sizes), count, 2, generator=generator, dtype=torch.float64)
     sizes = sizes[:, None]
     widths = (draws[..., 0] * (sizes.clamp(max=max_width) + 1)).long()
