@@ -106,7 +106,12 @@ def _frame_options(config: FeatureConfig) -> knf.FrameExtractionOptions:
     return frame
 
 
-def _extractor(config: FeatureConfig):
+def online_extractor(config: FeatureConfig):
+    """A kaldi-native-fbank online fbank or MFCC extractor with the static-feature options of ``config``.
+
+    :func:`compute_static` runs one over a whole waveform; :mod:`spk.streaming`
+    feeds one chunk by chunk, which gives the same frames.
+    """
     if config.kind == "fbank":
         options = knf.FbankOptions()
     else:
@@ -121,7 +126,7 @@ def _extractor(config: FeatureConfig):
 
 def compute_static(waveform: np.ndarray, config: FeatureConfig) -> np.ndarray:
     """Fbank or MFCC frames of a float waveform in [-1, 1] at ``config.sample_rate``: (T, base_dim)."""
-    extractor = _extractor(config)
+    extractor = online_extractor(config)
     # Kaldi works on samples in the 16-bit integer range.
     # A list converts to the extension's std::vector far faster than an array does (and releases the GIL sooner).
     extractor.accept_waveform(float(config.sample_rate), (np.asarray(waveform, dtype=np.float32) * 32768.0).tolist())

@@ -50,7 +50,7 @@ import soxr
 import torch
 
 from spk.audio import RESAMPLE_QUALITY, AudioError
-from spk.features import FeatureConfig, _extractor, cmvn_stats, compute_features, normalise
+from spk.features import FeatureConfig, cmvn_stats, compute_features, normalise, online_extractor
 from spk.models.embedder import SpeakerEmbedder
 from spk.models.encoders import RecurrentEncoder
 from spk.models.pooling import (AttentiveStatisticsPooling, LastFramePooling, StatisticsPooling,
@@ -78,7 +78,7 @@ class OnlineFeatures:
             raise ValueError(f"streaming needs features at {SAMPLE_RATE} Hz; the feature config says "
                              f"sample_rate: {config.sample_rate}")
         self.config = config
-        self._extractor = _extractor(config)  # the offline feature options, exactly
+        self._extractor = online_extractor(config)  # the offline feature options, exactly
         self._context = config.delta_order * config.delta_window if config.delta_order else 0
         self._static = np.zeros((0, config.base_dim), dtype=np.float32)  # tail kept for delta context
         self._static_start = 0  # index of self._static[0] among all static frames
