@@ -136,6 +136,26 @@ def _save(fig, path: str | os.PathLike) -> None:
     plt.close(fig)
 
 
+def line_styles(count: int) -> list[dict[str, str]]:
+    """``count`` distinct (colour, line style) pairs: the ten tab10 colours solid, then dashed, ...
+
+    Matplotlib's default cycle repeats its colours after ten lines, which made two
+    systems of a large comparison indistinguishable.
+    """
+    colours = [matplotlib.colors.to_hex(c) for c in plt.get_cmap("tab10").colors]
+    dashes = ["-", "--", "-.", ":"]
+    return [{"color": colours[i % len(colours)], "linestyle": dashes[(i // len(colours)) % len(dashes)]}
+            for i in range(count)]
+
+
+def _legend(ax, count: int, corner: str) -> None:
+    """In ``corner`` for a few systems; below the axes, in two columns, when curves would run under it."""
+    if count <= 5:
+        ax.legend(loc=corner, fontsize=8)
+    else:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, fontsize=8, frameon=False)
+
+
 def _det_range(systems: Mapping) -> tuple[float, float]:
     """DET axis range (fractions): down to the smallest nonzero error rate, within [0.01 %, 0.1 %];
     up to 40 %, or 80 % when some system is worse than 25 % EER."""
@@ -162,13 +182,13 @@ def plot_det(path: str | os.PathLike, systems: Mapping[str, tuple], title: str =
     low, high = _det_range(systems)
     probit = norm.ppf
     fig, ax = plt.subplots(figsize=(6, 6))
-    for name, (scores, labels) in systems.items():
+    for (name, (scores, labels)), style in zip(systems.items(), line_styles(len(systems))):
         fpr, fnr, _ = metrics.det_curve(scores, labels)
         eer, _ = metrics.compute_eer(scores, labels)
         # rates of exactly 0 or 1 are infinitely far out; clip them to just past the frame
         clip = (low / 10, 1 - low / 10)
         line, = ax.plot(probit(np.clip(fpr, *clip)), probit(np.clip(fnr, *clip)),
-                        label=f"{name} (EER {100 * eer:.2f}%)")
+                        label=f"{name} (EER {100 * eer:.2f}%)", **style)
         ax.plot(probit(np.clip(eer, *clip)), probit(np.clip(eer, *clip)), "o", color=line.get_color())
     ax.plot(probit([low, high]), probit([low, high]), ":", color="grey", linewidth=0.8)
     ticks = [t for t in DET_TICKS_PERCENT if low <= t / 100 <= high]
@@ -182,7 +202,7 @@ def plot_det(path: str | os.PathLike, systems: Mapping[str, tuple], title: str =
     ax.set_title(title)
     ax.grid(True, linewidth=0.5, alpha=0.6)
     ax.set_aspect("equal")
-    ax.legend(loc="lower left", fontsize=8)  # DET curves stay away from the lower left corner
+    _legend(ax, len(systems), "lower left")  # a few DET curves stay away from the lower left corner
     _save(fig, path)
 
 
@@ -191,10 +211,10 @@ def plot_roc(path: str | os.PathLike, systems: Mapping[str, tuple]) -> None:
     if not systems:
         raise ValueError("plot_roc needs at least one system")
     fig, ax = plt.subplots(figsize=(6, 6))
-    for name, (scores, labels) in systems.items():
+    for (name, (scores, labels)), style in zip(systems.items(), line_styles(len(systems))):
         fpr, fnr, _ = metrics.det_curve(scores, labels)
         auc = metrics.roc_auc(scores, labels)
-        ax.plot(np.append(fpr, 0.0), np.append(1 - fnr, 0.0), label=f"{name} (AUC {auc:.4f})")
+        ax.plot(np.append(fpr, 0.0), np.append(1 - fnr, 0.0), label=f"{name} (AUC {auc:.4f})", **style)
     ax.plot([0, 1], [0, 1], ":", color="grey", linewidth=0.8)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
@@ -203,7 +223,7 @@ def plot_roc(path: str | os.PathLike, systems: Mapping[str, tuple]) -> None:
     ax.set_title("ROC curve")
     ax.grid(True, linewidth=0.5, alpha=0.6)
     ax.set_aspect("equal")
-    ax.legend(loc="lower right", fontsize=8)
+    _legend(ax, len(systems), "lower right")
     _save(fig, path)
 
 

@@ -82,6 +82,34 @@ def test_plots_are_written(tmp_path):
         assert is_png(tmp_path / f"{name}.png"), name
 
 
+def test_line_styles_are_distinct_beyond_ten_systems():
+    styles = report.line_styles(25)
+    assert len({(s["color"], s["linestyle"]) for s in styles}) == 25
+    assert styles[0]["linestyle"] == "-" and styles[10]["linestyle"] == "--"
+    assert styles[0]["color"] == styles[10]["color"]  # the colours repeat, the dashes tell them apart
+
+
+def test_det_plot_of_many_systems_gives_each_its_own_line(tmp_path, monkeypatch):
+    rng = np.random.default_rng(1)
+    labels = (rng.random(200) < 0.5).astype(int)
+    systems = {f"system{i}": (rng.normal(size=200) + (1 + i / 4) * labels, labels) for i in range(12)}
+    captured = {}
+    original = report._save
+
+    def keep(fig, path):
+        ax = fig.axes[0]
+        captured["lines"] = [(line.get_color(), line.get_linestyle()) for line in ax.get_lines()
+                             if line.get_label().startswith("system")]
+        captured["legend_below"] = ax.get_legend().get_bbox_to_anchor().y0 < ax.get_window_extent().y0
+        original(fig, path)
+
+    monkeypatch.setattr(report, "_save", keep)  # look at the figure just before it is written
+    report.plot_det(tmp_path / "det.png", systems)
+    assert len(captured["lines"]) == 12 and len(set(captured["lines"])) == 12
+    assert captured["legend_below"]
+    assert is_png(tmp_path / "det.png")
+
+
 def test_experiment_report(tmp_path):
     exp_dir = tmp_path / "exp" / "lstm_aam"
     make_experiment(exp_dir)
