@@ -59,7 +59,7 @@ import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +85,7 @@ from spk.data import (
     write_wav_scp,
 )
 from spk.data.formats import Segment
+from spk.data.subset import source_fingerprint
 
 __all__ = [
     "AugmentError",
@@ -227,8 +228,9 @@ class _SourceSet:
     dirs: list[str]
     recordings: dict[str, _Recording] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def ids(self) -> list[str]:
+        """The recording ids (read after loading: the list is kept, since every copy draws from it)."""
         return list(self.recordings)
 
 
@@ -492,12 +494,8 @@ def _check_paths(src: Path, out: Path, others: Iterable[Path] = (), option: str 
 
 
 def _fingerprint(path: Path) -> dict[str, list[int]]:
-    found = {}
-    for name in ("wav.scp", "segments", "utt2spk", "utt2dur"):
-        if (path / name).is_file():
-            stat = (path / name).stat()
-            found[name] = [stat.st_size, stat.st_mtime_ns]
-    return found
+    # every file a writer may read: utt2uniq, spk2gender and trials are carried into the copies
+    return source_fingerprint(path, include_trials=True)
 
 
 def _check_replaceable(out: Path) -> None:

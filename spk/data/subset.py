@@ -107,7 +107,7 @@ def split_data_dir(src: str | os.PathLike, n: int, *, by_speaker: bool = False) 
         raise DataDirUsageError(f"cannot split into {n} parts; give at least 1")
     split_root = src / f"split{n}"
     parts = [split_root / str(index) for index in range(1, n + 1)]
-    info = {"mode": "speaker" if by_speaker else "utterance", "sources": _source_fingerprint(src)}
+    info = {"mode": "speaker" if by_speaker else "utterance", "sources": source_fingerprint(src)}
     if _read_split_info(split_root) == info and all(part.is_dir() for part in parts):
         logger.info("%s: up to date; reusing it", split_root)
         return parts
@@ -190,12 +190,16 @@ def _log_unknown(what: str, unknown: set[str], src: Path) -> None:
         logger.warning("%d %s are not in %s, e.g. %s; ignoring them", len(unknown), what, src, examples)
 
 
-def _source_fingerprint(src: Path) -> dict[str, list[int]]:
-    """Size and modification time (ns) of every data-dir file of ``src`` that a split copies."""
+def source_fingerprint(src: Path, *, include_trials: bool = False) -> dict[str, list[int]]:
+    """Size and modification time (ns) of every data-dir file of ``src`` (``trials`` only if asked).
+
+    Writers that derive a data dir from ``src`` store it, so that an output made
+    from files that have changed since is recognised as out of date.
+    """
     fingerprint = {}
     for name in FORMATS:
         path = src / name
-        if name != "trials" and path.is_file():
+        if (name != "trials" or include_trials) and path.is_file():
             stat = path.stat()
             fingerprint[name] = [stat.st_size, stat.st_mtime_ns]
     return fingerprint

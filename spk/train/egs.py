@@ -68,8 +68,8 @@ def prepare_training_dirs(src: Path, dst: Path, *, min_frames: int, min_utts_per
             members = groups[group]
             valid.append(group if group in members else members[0])  # the clean original where there is one
             held_sources.add(group)
-        train.extend(u for u in long_enough if utt2uniq.get(u, u) not in held_groups)
-    if held_sources:  # copies of held-out recordings under other speakers (sp0.9-<spk>) leave training too
+        train.extend(long_enough)  # less every copy of a held-out recording, below
+    if held_sources:  # under any speaker: speed-perturbed copies (sp0.9-<spk>) are other speakers
         train = [u for u in train if utt2uniq.get(u, u) not in held_sources]
         utt2spk = data.utt2spk()
         training_speakers = {utt2spk[u] for u in train}
