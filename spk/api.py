@@ -222,7 +222,7 @@ class SpeakerModel:
             raise ModelLoadError(f"cannot load the model package {package_dir}: {error}") from None
         calibration = package.get("calibration")
         problem = _calibration_problem(calibration, package_dir) if calibration is not None else None
-        model = package["model"].to(_torch().device(device)).eval()
+        model = package["model"]  # on its device, in eval mode
         trained = package["config"].phases()[-1].to_dict()
         return cls(model, package["feature_config"], package["speakers"], source=str(package_dir),
                    architecture={key: trained.get(key) for key in _ARCHITECTURE_KEYS},

@@ -38,8 +38,8 @@ import spk
 from spk.calibration import Calibration, load_calibration
 from spk.export import ONNX_OPSET, export_onnx, export_torchscript, verify_exports
 from spk.features import FeatureConfig
-from spk.models import build_embedder
 from spk.train.config import ExperimentConfig
+from spk.train.trainer import build_trained_model, resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -305,16 +305,13 @@ def load_package(path: str | os.PathLike, device: str = "cpu") -> dict[str, Any]
     config = ExperimentConfig.from_yaml(path / "config.yaml")
     feature_config = FeatureConfig.from_dict(config.features, source=f"{path}/config.yaml features")
     speakers = (path / "speakers.txt").read_text().split()
-    trained = config.phases()[-1]  # the architecture and head as the last training phase left them
-    model = build_embedder(trained.to_dict(), feature_config.dim,
-                           len(speakers) if manifest.get("has_head") else None)
     state = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
     try:
-        model.load_state_dict(state["model"])
+        model = build_trained_model(config, len(speakers), state["model"], has_head=bool(manifest.get("has_head")))
     except (KeyError, RuntimeError) as error:
         raise PackageError(f"package {path}: model.pt does not fit config.yaml ({error}); re-export the package") \
             from None
-    model.to(device).eval()
+    model.to(resolve_device(device))
     global_cmvn = np.load(path / "global_cmvn.npy") if "global_cmvn.npy" in files else None
     if feature_config.cmvn == "global" and global_cmvn is None:
         raise PackageError(f"package {path}: the features use cmvn: global but global_cmvn.npy is missing; "

@@ -524,16 +524,29 @@ def trained_model_path(exp_dir: Path) -> Path:
     return final
 
 
+def build_trained_model(config: ExperimentConfig, num_speakers: int, state_dict: dict, *,
+                        has_head: bool | None = None) -> SpeakerEmbedder:
+    """The model as the last training phase left it, with ``state_dict`` loaded, in eval mode on the CPU.
+
+    The last phase decides the architecture (e.g. no head after triplet fine-tuning);
+    ``has_head`` defaults to what its loss needs. An experiment and a model package
+    both load through here.
+    """
+    trained = config.phases()[-1]
+    if has_head is None:
+        has_head = getattr(LOSSES.get(trained.loss), "input", "logits") == "logits"
+    feature_dim = FeatureConfig.from_dict(config.features).dim
+    model = build_embedder(trained.to_dict(), feature_dim, num_speakers if has_head else None)
+    model.load_state_dict(state_dict)
+    return model.eval()
+
+
 def load_trained_model(exp_dir: Path, device: str = "cpu") -> tuple[SpeakerEmbedder, ExperimentConfig, list[str]]:
     """The finished model of an experiment, with its config and training speakers, in eval mode."""
     exp_dir = Path(exp_dir)
     final = trained_model_path(exp_dir)
     config = ExperimentConfig.from_yaml(exp_dir / "config.yaml")
     speakers = (exp_dir / "speakers.txt").read_text().split()
-    feature_config = FeatureConfig.from_dict(config.features)
-    trained = config.phases()[-1]  # the model as its last phase left it (e.g. no head after triplet fine-tuning)
-    has_head = getattr(LOSSES.get(trained.loss), "input", "logits") == "logits"
-    model = build_embedder(trained.to_dict(), feature_config.dim, len(speakers) if has_head else None)
-    model.load_state_dict(torch.load(final, map_location="cpu", weights_only=False)["model"])
-    model.to(resolve_device(device)).eval()
+    state = torch.load(final, map_location="cpu", weights_only=False)["model"]
+    model = build_trained_model(config, len(speakers), state).to(resolve_device(device))
     return model, config, speakers
