@@ -27,3 +27,19 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def product(tmp_path_factory):
+    """The tiny model the mini recipe trains for the product tests (API, CLI), once per session."""
+    from tests.product_model import trained_recipe
+
+    return trained_recipe(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def model(product):
+    """The product model loaded through the Python API."""
+    from spk.api import SpeakerModel
+
+    return SpeakerModel.load(product.exp)

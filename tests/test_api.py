@@ -22,17 +22,6 @@ from spk.features import compute_features, frame_log_energy, normalise
 from spk.identify import speaker_posteriors
 from spk.scoring import load_embeddings
 from spk.speaker_db import SpeakerDBError
-from tests.product_model import trained_recipe
-
-
-@pytest.fixture(scope="session")
-def product(tmp_path_factory):
-    return trained_recipe(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def model(product) -> SpeakerModel:
-    return SpeakerModel.load(product.exp)
 
 
 @pytest.fixture(scope="module")

@@ -16,20 +16,9 @@ import pytest
 import soundfile as sf
 
 from spk.api import SpeakerModel
-from tests.product_model import trained_recipe
 
 SPK = [sys.executable, "-m", "spk"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-@pytest.fixture(scope="session")
-def product(tmp_path_factory):
-    return trained_recipe(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def model(product) -> SpeakerModel:
-    return SpeakerModel.load(product.exp)
 
 
 def spk(*args, cwd=None) -> subprocess.CompletedProcess:

@@ -31,6 +31,15 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def assert_refused_unchanged(path: Path, match: str) -> None:
+    """Opening ``path`` (to read, and to enroll into) fails with ``match`` and leaves its bytes as they were."""
+    before = digest(path)
+    for create in (False, True):
+        with pytest.raises(SpeakerDBError, match=match):
+            SpeakerDB.open(path, create=create, model=MODEL)
+    assert digest(path) == before
+
+
 def unit_mean(vecs) -> np.ndarray:
     return np.mean([v / np.linalg.norm(v) for v in vecs], axis=0)
 
@@ -129,22 +138,14 @@ def test_a_missing_database_is_not_created_except_by_enrollment(tmp_path):
 def test_random_bytes_are_refused_and_left_unchanged(tmp_path):
     path = tmp_path / "voices.db"
     path.write_bytes(np.random.default_rng(0).bytes(5000))
-    before = digest(path)
-    for create in (False, True):
-        with pytest.raises(SpeakerDBError, match="not an SQLite file.*left unchanged"):
-            SpeakerDB.open(path, create=create, model=MODEL)
-    assert digest(path) == before
+    assert_refused_unchanged(path, "not an SQLite file.*left unchanged")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["voices.db"]  # no -wal, -shm or -journal left
 
 
 def test_damaged_sqlite_file_is_refused_and_left_unchanged(tmp_path):
     path = tmp_path / "voices.db"
     path.write_bytes(b"SQLite format 3\x00" + np.random.default_rng(1).bytes(4000))
-    before = digest(path)
-    for create in (False, True):
-        with pytest.raises(SpeakerDBError, match="left unchanged"):
-            SpeakerDB.open(path, create=create, model=MODEL)
-    assert digest(path) == before
+    assert_refused_unchanged(path, "left unchanged")
 
 
 def test_another_sqlite_database_is_refused_and_left_unchanged(tmp_path):
@@ -154,11 +155,7 @@ def test_another_sqlite_database_is_refused_and_left_unchanged(tmp_path):
     conn.execute("INSERT INTO invoices(amount) VALUES (12.5)")
     conn.commit()
     conn.close()
-    before = digest(path)
-    for create in (False, True):
-        with pytest.raises(SpeakerDBError, match="not a speaker database"):
-            SpeakerDB.open(path, create=create, model=MODEL)
-    assert digest(path) == before
+    assert_refused_unchanged(path, "not a speaker database")
 
 
 def test_an_empty_file_is_filled_only_by_enrollment(tmp_path):
