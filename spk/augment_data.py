@@ -686,6 +686,9 @@ def speed_perturb_data_dir(src: str | os.PathLike, out: str | os.PathLike, *,
 # --- combining --------------------------------------------------------------------------------------
 
 
+FEATURE_FILES = ("feats.scp", "cmvn.scp", "utt2num_frames")  # what `spk features` adds to a data dir
+
+
 @dataclass
 class _Combined:
     """The union of several data dirs' files, with where each key came from."""
@@ -698,6 +701,8 @@ class _Combined:
     spk2gender: dict[str, str] = field(default_factory=dict)
     owner: dict[str, Path] = field(default_factory=dict)
     any_segments: bool = False
+    features: dict[str, dict[str, str]] = field(default_factory=lambda: {name: {} for name in FEATURE_FILES})
+    feature_configs: set[str | None] = field(default_factory=set)  # feats.conf texts; None: a dir without features
 
     def add(self, path: Path) -> list[str]:
         """Add data dir ``path``; returns its utterance ids. AugmentError on clashing ids."""
@@ -723,6 +728,12 @@ class _Combined:
         self.utt2dur.update(_durations(data))
         uniq = read_kv(path / "utt2uniq") if data.has("utt2uniq") else {}
         self.utt2uniq.update({utt: uniq.get(utt, utt) for utt in utt2spk})
+        if all((path / name).is_file() for name in (*FEATURE_FILES, "feats.conf")):
+            self.feature_configs.add((path / "feats.conf").read_text())
+            for name in FEATURE_FILES:
+                self.features[name].update(read_kv(path / name))
+        else:
+            self.feature_configs.add(None)
         if data.has("spk2gender"):
             for spk, gender in read_kv(path / "spk2gender").items():
                 if self.spk2gender.setdefault(spk, gender) != gender:
@@ -744,12 +755,28 @@ class _Combined:
             speakers = set(self.utt2spk.values())
             write_kv(path / "spk2gender", {s: g for s, g in self.spk2gender.items() if s in speakers})
 
+    def write_features(self, path: Path, utts: Sequence[str]) -> bool:
+        """The inputs' features of ``utts`` into ``path`` (after everything else, so that ``spk features``
+        finds them up to date); False, writing nothing, unless every input had them, made alike."""
+        if len(self.feature_configs) != 1 or None in self.feature_configs:
+            return False
+        if any(utt not in self.features[name] for name in FEATURE_FILES for utt in utts):
+            return False  # an utterance whose extraction failed: stage 1's rerun fills it in
+        (path / "feats.conf").write_text(next(iter(self.feature_configs)))
+        for name in FEATURE_FILES:
+            write_kv(path / name, {utt: self.features[name][utt] for utt in utts})
+        return True
+
 
 def combine_data_dirs(out: str | os.PathLike, *, clean: Sequence[str | os.PathLike] = (),
                       aug: Sequence[str | os.PathLike] = (), num_aug: int | None = None, seed: int = 0,
                       force: bool = False) -> DataDirSummary:
     """Write to ``out`` every utterance of the ``clean`` dirs plus the ``aug`` dirs' (``num_aug`` of them, drawn
-    at random, when given): Kaldi v2's combine-then-subset. Ids must be distinct across the dirs."""
+    at random, when given): Kaldi v2's combine-then-subset. Ids must be distinct across the dirs.
+
+    When every input has features made with one feature config, the output gets
+    theirs (``feats.scp``, ``cmvn.scp``, ``utt2num_frames``, ``feats.conf``), so the
+    clean data's features are not extracted a second time."""
     out = Path(out)
     clean, aug = [Path(p) for p in clean], [Path(p) for p in aug]
     if not clean and not aug:
@@ -783,6 +810,8 @@ def combine_data_dirs(out: str | os.PathLike, *, clean: Sequence[str | os.PathLi
         else:
             subset_data_dir(full, staging, utts=kept + augmented)
         shutil.rmtree(full, ignore_errors=True)
+        if combined.write_features(staging, kept + augmented):
+            logger.info("%s: features merged from the combined dirs (no extraction needed)", out)
         validate_data_dir(staging)
 
     return _stage_and_move(out, options, build)

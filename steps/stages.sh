@@ -81,23 +81,27 @@ fi
 current_stage=2
 if stage_active 2; then
   log "stage 2: training examples"
+  # features for each derived dir as it is made; combine then merges them (skipped when up to date)
+  derived_features() {
+    run spk features --config "$feature_config" --feat-dir "features/$(basename "${feature_config%.*}")" \
+      --nj "$nj" "${force_flag[@]}" "$1"
+  }
   src=$train_set
   if [ "$speed_perturb" = true ]; then
     run spk augment speed --src data/$src --out data/${src}_sp --factors 0.9,1.0,1.1 --nj "$nj" "${force_flag[@]}"
     src=${src}_sp
+    derived_features data/$src
   fi
   if [ -n "$aug_offline" ]; then
     [ -n "$aug_sources" ] || { log "error: --aug-offline needs --aug-sources (a folder made by 'spk augment sources')"; exit 1; }
     num_opt=(); [ "$aug_num" != 0 ] && num_opt=(--num-aug "$aug_num")
     run spk augment data --src data/$src --out data/${src}_aug --kinds "$aug_offline" --sources "$aug_sources" \
       --nj "$nj" "${force_flag[@]}"
+    derived_features data/${src}_aug
     run spk augment combine --clean data/$src --aug data/${src}_aug "${num_opt[@]}" --out data/${src}_combined \
       "${force_flag[@]}"
     src=${src}_combined
-  fi
-  if [ "$src" != "$train_set" ]; then
-    run spk features --config "$feature_config" --feat-dir "features/$(basename "${feature_config%.*}")" \
-      --nj "$nj" "${force_flag[@]}" data/$src
+    derived_features data/$src
   fi
   run spk egs --min-frames "$min_frames" --min-utts "$min_utts" --valid-per-spk "$valid_per_spk" \
     --valid-speakers "$valid_speakers" data/$egs_source "$egs"

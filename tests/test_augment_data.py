@@ -281,6 +281,35 @@ def test_option_parsers():
             parse_factors(bad)
 
 
+def test_combine_merges_features_instead_of_extracting_them_again(corpus, tmp_path):
+    import shutil
+
+    from spk.features import FeatureConfig
+    from spk.make_features import features_up_to_date, make_features
+
+    config = FeatureConfig(kind="fbank", num_mel_bins=23)
+    clean = tmp_path / "clean"
+    shutil.copytree(corpus["src"], clean)  # the shared corpus stays without features
+    aug = tmp_path / "aug"
+    augment_data_dir(clean, aug, kinds=["noise"], sources=corpus["sources"])
+    # without features on the augmented dir there is nothing to merge
+    combine_data_dirs(tmp_path / "no_feats", clean=[clean], aug=[aug])
+    assert not (tmp_path / "no_feats" / "feats.scp").exists()
+    for path in (clean, aug):
+        make_features(path, config, tmp_path / "feats")
+    out = tmp_path / "combined"
+    combine_data_dirs(out, clean=[clean], aug=[aug], num_aug=4, seed=0)
+    assert features_up_to_date(out, config), "stage 2 would extract the features a second time"
+    validate_data_dir(out, need_feats=True, need_cmvn=True)
+    merged = read_kv(out / "feats.scp")
+    assert set(merged) == set(DataDir(out).utt_ids())
+    expected = {**read_kv(clean / "feats.scp"), **read_kv(aug / "feats.scp")}
+    assert all(merged[utt] == expected[utt] for utt in merged)
+    frames = read_kv(out / "utt2num_frames")
+    expected_frames = {**read_kv(clean / "utt2num_frames"), **read_kv(aug / "utt2num_frames")}
+    assert frames == {utt: expected_frames[utt] for utt in merged}
+
+
 def test_cli_data_speed_combine(corpus, tmp_path):
     runner = CliRunner()
     aug, sp, combined = tmp_path / "aug", tmp_path / "sp", tmp_path / "combined"

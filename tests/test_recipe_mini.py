@@ -82,6 +82,7 @@ def test_stage_2_offline_augmentation_and_speed_perturbation(recipe, first_run):
                         "--aug-offline", "reverb,noise", "--aug-sources", "data/aug_sources", "--aug-num", "40",
                         "--tag", "tiny_offline_aug")
     assert result.returncode == 0, result.stderr[-4000:]
+    assert "features merged from the combined dirs" in result.stdout + result.stderr  # not extracted twice
     train = recipe / "data/train_sp_combined_egs/train"
     speakers = set((train / "utt2spk").read_text().split()[1::2])
     assert {s for s in speakers if s.startswith("sp0.9-")} and {s for s in speakers if s.startswith("sp1.1-")}
