@@ -45,7 +45,7 @@ from tqdm import tqdm
 
 from spk.audio import AudioError, read_audio
 from spk.calibration import Calibration, load_calibration
-from spk.features import FeatureConfig, compute_features, energy_vad, frame_log_energy, normalise
+from spk.features import FeatureConfig, compute_features, frame_log_energy, normalise, vad_threshold
 from spk.speaker_db import Enrollment, ModelIdentity, SpeakerDB, check_speaker_name
 
 logger = logging.getLogger(__name__)
@@ -328,22 +328,14 @@ class SpeakerModel:
 
     def _has_loud_frame(self, samples: np.ndarray) -> bool:
         """Whether any frame's log energy exceeds the energy-VAD threshold of the feature config."""
-        config = self.feature_config
-        log_energy = _frame_log_energy(samples, config)
-        threshold = config.vad_energy_threshold + config.vad_energy_mean_scale * float(np.mean(log_energy))
-        return bool(np.any(log_energy > threshold))
+        log_energy = frame_log_energy(samples, self.feature_config)
+        return bool(np.any(log_energy > vad_threshold(log_energy, self.feature_config)))
 
     def _features(self, waveform: np.ndarray, name: str, vad: bool) -> np.ndarray:
-        """Normalised features, as the training feature store gives them (VAD first when asked).
-
-        The VAD step is ``compute_features``' own (energy VAD on the frames' raw log
-        energy, after deltas), with the energies computed block by block so that long
-        recordings need little memory.
-        """
+        """Normalised features, as the training feature store gives them (VAD first when asked)."""
         config = self.feature_config
-        feats = compute_features(waveform, replace(config, vad=False))
+        feats = compute_features(waveform, replace(config, vad=config.vad or vad))
         if config.vad or vad:
-            feats = feats[energy_vad(_frame_log_energy(waveform, config)[: len(feats)], config)]
             speech_s = len(feats) * config.frame_shift_ms / 1000
             if speech_s < MIN_SPEECH_S:
                 raise SpkInputError(f"{name} has too little speech: {speech_s:.2f} s after voice activity "
@@ -579,21 +571,6 @@ def _source_name(audio) -> str:
     """How an enrollment's source is recorded: an absolute path, or a pipe command as given."""
     text = os.fspath(audio)
     return text if text.rstrip().endswith("|") else os.path.abspath(text)
-
-
-def _frame_log_energy(samples: np.ndarray, config: FeatureConfig, block_frames: int = 8192) -> np.ndarray:
-    """``spk.features.frame_log_energy`` computed over blocks of frames (it frames the whole signal at once)."""
-    length = int(config.sample_rate * config.frame_length_ms / 1000)
-    shift = int(config.sample_rate * config.frame_shift_ms / 1000)
-    if len(samples) <= length + block_frames * shift:
-        return frame_log_energy(samples, config)
-    blocks = []
-    for first in range(0, len(samples), block_frames * shift):
-        block = frame_log_energy(samples[first:first + (block_frames - 1) * shift + length], config)
-        if len(block) == 0:
-            break
-        blocks.append(block)
-    return np.concatenate(blocks)
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:

@@ -137,19 +137,32 @@ def compute_static(waveform: np.ndarray, config: FeatureConfig) -> np.ndarray:
     return np.array([extractor.get_frame(i) for i in range(num_frames)], dtype=np.float32)
 
 
-def frame_log_energy(waveform: np.ndarray, config: FeatureConfig) -> np.ndarray:
-    """Log energy of each frame (Kaldi's raw energy, before windowing, snip-edges framing)."""
-    samples = np.asarray(waveform, dtype=np.float64) * 32768.0
+def frame_log_energy(waveform: np.ndarray, config: FeatureConfig, block_frames: int = 8192) -> np.ndarray:
+    """Log energy of each frame (Kaldi's raw energy, before windowing, snip-edges framing).
+
+    Frames are formed ``block_frames`` at a time, so an hour of audio needs a few MB, not GBs.
+    """
+    waveform = np.asarray(waveform)
     length = int(config.sample_rate * config.frame_length_ms / 1000)
     shift = int(config.sample_rate * config.frame_shift_ms / 1000)
-    if len(samples) < length:
+    if len(waveform) < length:
         return np.zeros(0, dtype=np.float32)
-    num_frames = 1 + (len(samples) - length) // shift
-    starts = np.arange(num_frames) * shift
-    frames = samples[starts[:, None] + np.arange(length)[None, :]]
-    frames = frames - frames.mean(axis=1, keepdims=True)  # remove_dc_offset, as Kaldi
-    energy = np.sum(frames**2, axis=1)
-    return np.log(np.maximum(energy, np.finfo(np.float32).eps)).astype(np.float32)
+    num_frames = 1 + (len(waveform) - length) // shift
+    log_energy = np.empty(num_frames, dtype=np.float32)
+    for first in range(0, num_frames, block_frames):
+        count = min(block_frames, num_frames - first)
+        start = first * shift
+        samples = np.asarray(waveform[start:start + (count - 1) * shift + length], dtype=np.float64) * 32768.0
+        frames = samples[(np.arange(count) * shift)[:, None] + np.arange(length)[None, :]]
+        frames = frames - frames.mean(axis=1, keepdims=True)  # remove_dc_offset, as Kaldi
+        energy = np.sum(frames**2, axis=1)
+        log_energy[first:first + count] = np.log(np.maximum(energy, np.finfo(np.float32).eps))
+    return log_energy
+
+
+def vad_threshold(log_energy: np.ndarray, config: FeatureConfig) -> float:
+    """The energy-VAD threshold of ``config`` for these frames (Kaldi's ``compute-vad``)."""
+    return config.vad_energy_threshold + config.vad_energy_mean_scale * float(np.mean(log_energy))
 
 
 def energy_vad(log_energy: np.ndarray, config: FeatureConfig) -> np.ndarray:
@@ -161,8 +174,7 @@ def energy_vad(log_energy: np.ndarray, config: FeatureConfig) -> np.ndarray:
     """
     if len(log_energy) == 0:
         return np.zeros(0, dtype=bool)
-    threshold = config.vad_energy_threshold + config.vad_energy_mean_scale * float(np.mean(log_energy))
-    loud = (log_energy > threshold).astype(np.float64)
+    loud = (log_energy > vad_threshold(log_energy, config)).astype(np.float64)
     context = config.vad_frames_context
     window = np.ones(2 * context + 1)
     loud_count = np.convolve(loud, window, mode="same")

@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from spk.api import (COSINE_SCALE, CalibrationError, ModelLoadError, SpeakerModel, SpkError, SpkInputError,
-                     _frame_log_energy, parse_operating_point)
+                     parse_operating_point)
 from spk.embed import Chunking, embed_store, feature_store_for
 from spk.features import compute_features, frame_log_energy, normalise
 from spk.identify import speaker_posteriors
@@ -112,8 +112,8 @@ def test_vad_drops_silence_around_speech(product, model):
                                   normalise(compute_features(padded, config), config))
     for size in (100_000, 16000 * 3 + 7, 401, 399):
         wave = np.random.default_rng(size).normal(scale=0.1, size=size).astype(np.float32)
-        np.testing.assert_array_equal(_frame_log_energy(wave, config, block_frames=50),
-                                      frame_log_energy(wave, config))
+        np.testing.assert_array_equal(frame_log_energy(wave, config, block_frames=50),
+                                      frame_log_energy(wave, config, block_frames=10**9))
     # a short burst of speech in a long silence: too little speech left after VAD
     burst = np.concatenate([quiet, samples[8000:12800], quiet])
     model.embed(burst)  # without VAD it is long enough
