@@ -46,6 +46,7 @@ from tqdm import tqdm
 from spk.audio import AudioError, read_audio
 from spk.calibration import Calibration, load_calibration
 from spk.features import FeatureConfig, compute_features, frame_log_energy, normalise, vad_threshold
+from spk.scoring import centred_cosine
 from spk.speaker_db import Enrollment, ModelIdentity, SpeakerDB, check_speaker_name
 
 logger = logging.getLogger(__name__)
@@ -379,11 +380,7 @@ class SpeakerModel:
         if references.shape[1] != test.size or test.size != self.embedding_dim:
             raise SpkError(f"embeddings of size {references.shape[1]} and {test.size} given; this model's have "
                            f"{self.embedding_dim} values")
-        if self.center is not None:
-            references = references - self.center
-            test = test - self.center
-        references = references / (np.linalg.norm(references, axis=1, keepdims=True) + 1e-12)
-        return references @ (test / (np.linalg.norm(test) + 1e-12))
+        return centred_cosine(references, test, self.center)
 
     def llr(self, score: float) -> float:
         """The calibrated natural-log likelihood ratio of a score (needs a calibration)."""

@@ -168,6 +168,17 @@ def cosine_cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return _length_normalise(np.asarray(a, np.float64)) @ _length_normalise(np.asarray(b, np.float64)).T
 
 
+def centred_cosine(references: np.ndarray, test: np.ndarray, center: np.ndarray | None = None) -> np.ndarray:
+    """Cosine of each row of ``references`` with the vector ``test``, both centred on ``center`` first
+    (as ``spk score --center-scp``); float64, 0 against an all-zero vector."""
+    references = np.atleast_2d(np.asarray(references, dtype=np.float64))
+    test = np.asarray(test, dtype=np.float64).reshape(1, -1)
+    if center is not None:
+        center = np.asarray(center, dtype=np.float64).reshape(1, -1)
+        references, test = references - center, test - center
+    return cosine_cross(references, test)[:, 0]
+
+
 def euclidean_cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Negative Euclidean distance of every row of ``a`` to every row of ``b`` (float64)."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)

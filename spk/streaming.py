@@ -55,6 +55,7 @@ from spk.models.embedder import SpeakerEmbedder
 from spk.models.encoders import RecurrentEncoder
 from spk.models.pooling import (AttentiveStatisticsPooling, LastFramePooling, StatisticsPooling,
                                 TemporalAveragePooling)
+from spk.scoring import centred_cosine
 
 SAMPLE_RATE = 16000
 
@@ -404,15 +405,10 @@ class StreamingEmbedder:
 
 def cosine_score(embedding: np.ndarray, speaker_embedding: np.ndarray, center: np.ndarray | None = None) -> float:
     """Cosine similarity after subtracting ``center`` from both (as ``spk score --center-scp``)."""
-    a = np.asarray(embedding, dtype=np.float64).ravel()
-    b = np.asarray(speaker_embedding, dtype=np.float64).ravel()
+    a, b = np.ravel(embedding), np.ravel(speaker_embedding)
     if a.shape != b.shape:
         raise ValueError(f"the speaker embedding has dimension {b.size} but the model's embeddings {a.size}")
-    if center is not None:
-        center = np.asarray(center, dtype=np.float64).ravel()
-        a, b = a - center, b - center
-    norms = np.linalg.norm(a) * np.linalg.norm(b)
-    return float(a @ b / norms) if norms > 0 else 0.0
+    return float(centred_cosine(a, b, center)[0])
 
 
 def stream_scores(embedder: StreamingEmbedder | dict[str, Any], speaker_embedding: np.ndarray,
