@@ -49,13 +49,11 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import logging
 import math
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -86,6 +84,7 @@ from spk.data import (
 )
 from spk.data.formats import Segment
 from spk.data.subset import source_fingerprint
+from spk.staging import check_replaceable, read_info, stage_and_move
 
 __all__ = [
     "AugmentError",
@@ -500,18 +499,11 @@ def _fingerprint(path: Path) -> dict[str, list[int]]:
 
 def _check_replaceable(out: Path) -> None:
     """An existing ``out`` is replaced only when this module made it (or it is empty): never someone's folder."""
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
-        raise AugmentError(f"--out {out} exists and is not a folder; remove it or choose another --out")
-    if out.is_dir() and not (out / INFO_NAME).is_file() and any(out.iterdir()):
-        raise AugmentError(f"--out {out} exists and was not written by `spk augment`; remove it or choose "
-                           "another --out")
+    check_replaceable(out, INFO_NAME, "spk augment", AugmentError)
 
 
 def _up_to_date(out: Path, options: dict) -> bool:
-    try:
-        return json.loads((out / INFO_NAME).read_text()) == options
-    except (OSError, ValueError):
-        return False
+    return read_info(out, INFO_NAME) == options
 
 
 def _settings_for(src: Path, sources: dict[str, _SourceSet], snrs, talkers, seed, staging: Path) -> _Settings:
@@ -562,20 +554,7 @@ def _copy_trials(src: Path, dst: Path, enroll_ids: set[str], test_ids: set[str])
 
 def _stage_and_move(out: Path, options: dict, build) -> DataDirSummary:
     """Run ``build(staging)`` in a fresh folder beside ``out``, then put it at ``out`` (replacing any old one)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
-    _usual_permissions(staging)
-    old = staging.with_name(staging.name + ".old")
-    try:
-        build(staging)
-        (staging / INFO_NAME).write_text(json.dumps(options, sort_keys=True) + "\n")
-        if out.exists():
-            logger.info("%s: replacing the old copy (made with other options or sources)", out)
-            out.rename(old)
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
+    stage_and_move(out, options, build, INFO_NAME)
     summary = validate_data_dir(out)
     logger.info("wrote %s", summary)
     return summary
@@ -815,10 +794,3 @@ def combine_data_dirs(out: str | os.PathLike, *, clean: Sequence[str | os.PathLi
         validate_data_dir(staging)
 
     return _stage_and_move(out, options, build)
-
-
-def _usual_permissions(folder: Path) -> None:
-    """mkdtemp makes a private (0700) folder; the output should get the usual permissions (umask applies)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)

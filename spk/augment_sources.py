@@ -30,12 +30,9 @@ RIRs are written as float wav (peak 1); noise and music as 16-bit PCM.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import shutil
-import tempfile
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -58,6 +55,7 @@ from spk.data import (
     write_wav_scp,
 )
 from spk.simulate import coloured_noise
+from spk.staging import check_replaceable, read_info, stage_and_move
 
 __all__ = [
     "MUSIC_PIECES",
@@ -524,18 +522,12 @@ def make_sources(out: str | os.PathLike, *, seed: int = 0, speech_from: str | os
         if isinstance(value, int) and not isinstance(value, bool) and name != "seed" and value < 1:
             raise DataDirUsageError(f"{name.replace('_', '-')} must be at least 1, not {value}")
     names = ["noise", "music", "rirs"] + (["speech"] if speech_from else [])
-    if out.is_symlink() or (out.exists() and not out.is_dir()) or \
-            (out.is_dir() and not (out / INFO_NAME).is_file() and any(out.iterdir())):
-        raise DataDirUsageError(f"--out {out} exists and was not written by `spk augment sources`; remove it or "
-                                "choose another --out")
-    if not force and _read_info(out) == options:
+    check_replaceable(out, INFO_NAME, "spk augment sources", DataDirUsageError)
+    if not force and read_info(out, INFO_NAME) == options:
         logger.info("%s: already made with these options (seed %d); keeping it", out, seed)
         return SourcesInfo({name: validate_data_dir(out / name) for name in names}, reused=True)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
-    _usual_permissions(staging)
-    try:
+    def build(staging: Path) -> None:
         if speech_from:  # first: a bad source dir fails before any work
             make_speech_set(speech_from, staging / "speech", num=num_speech, seed=seed)
         write_recordings(staging / "noise", noise_recordings(seed, noises_per_kind), final_dir=out / "noise")
@@ -544,36 +536,11 @@ def make_sources(out: str | os.PathLike, *, seed: int = 0, speech_from: str | os
         write_recordings(staging / "rirs", {rec: rir for rec, (rir, _) in rirs.items()}, subtype="FLOAT",
                          final_dir=out / "rirs", extra={"utt2rt60": {rec: f"{rt60:.3f}"
                                                                      for rec, (_, rt60) in rirs.items()}})
-        summaries = {name: validate_data_dir(staging / name) for name in names}
-        (staging / INFO_NAME).write_text(json.dumps(options, sort_keys=True) + "\n")
-        _move_into_place(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        for name in names:
+            validate_data_dir(staging / name)
+
+    stage_and_move(out, options, build, INFO_NAME)
     summaries = {name: validate_data_dir(out / name) for name in names}
     for summary in summaries.values():
         logger.info("augmentation sources: %s", summary)
     return SourcesInfo(summaries, reused=False)
-
-
-def _move_into_place(staging: Path, out: Path) -> None:
-    """Rename ``staging`` to ``out``; an ``out`` already there is moved aside first, then removed."""
-    old = staging.with_name(staging.name + ".old")
-    if out.exists():
-        logger.info("%s: replacing what was there", out)
-        out.rename(old)
-    staging.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _read_info(out: Path) -> dict | None:
-    try:
-        return json.loads((out / INFO_NAME).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _usual_permissions(folder: Path) -> None:
-    """mkdtemp makes a private (0700) folder; the output should get the usual permissions (umask applies)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)
