@@ -89,6 +89,33 @@ class RemoteFile:
         return None
 
 
+def on_mirrors(name: str, base_urls: tuple[str, ...], **checksums) -> RemoteFile:
+    """The :class:`RemoteFile` ``name`` found under each of ``base_urls`` (mirrors, in order)."""
+    return RemoteFile(urls=tuple(f"{url.rstrip('/')}/{name}" for url in base_urls), name=name, **checksums)
+
+
+def fetch_and_extract(remote: RemoteFile, corpus_dir: Path, download_dir: Path | None, *, present: tuple[Path, ...],
+                      extract: Callable[..., Path] | None = None, **options) -> None:
+    """Download ``remote`` into ``download_dir`` (default ``corpus_dir/downloads``) and extract it into
+    ``corpus_dir`` (:func:`extract_tar`, or ``extract``).
+
+    Skipped when this tool extracted it before, and when one of the folders
+    ``present`` (where the archive's content may be) is already there without an
+    archive of ours beside it: extracted by hand. ``options`` go to :func:`download_file`.
+    """
+    corpus_dir = Path(corpus_dir)
+    download_dir = Path(download_dir) if download_dir is not None else corpus_dir / "downloads"
+    if completion_flag(remote.name, corpus_dir).is_file():
+        logger.info("%s is already downloaded and extracted in %s", remote.name, corpus_dir)
+        return
+    there = next((path for path in present if path.is_dir()), None)
+    if there is not None and not any((download_dir / n).exists() for n in (remote.name, remote.name + ".part")):
+        logger.info("%s is already there (not downloaded by this tool); using it as it is", there)
+        return
+    extract = extract or extract_tar
+    extract(download_file(remote, download_dir, **options), corpus_dir, progress=options.get("progress", True))
+
+
 def file_digest(path: Path, algorithm: str, *, progress: bool = False) -> str:
     """Hex digest of a file with ``hashlib`` algorithm ``algorithm`` (``"md5"``, ``"sha256"``)."""
     from tqdm import tqdm

@@ -48,7 +48,7 @@ from local.corpus import (
     whole_file,
 )
 from local.datadirs import DataSet, write_data_dirs
-from local.download import RemoteFile, completion_flag, download_file, extract_tar
+from local.download import RemoteFile, fetch_and_extract, on_mirrors
 from local.splits import draw, split_by_seconds
 from local.trials import make_trials
 from spk.data import DataDirSummary
@@ -257,7 +257,7 @@ def archive(subset: str, *, base_urls: tuple[str, ...] = OPENSLR_URLS,
     if subset not in md5:
         raise CorpusError(f"no download for LibriSpeech subset {subset!r}; the subsets are {', '.join(SUBSETS)}")
     name = f"{subset}.tar.gz"
-    return RemoteFile(urls=tuple(f"{url.rstrip('/')}/{name}" for url in base_urls), name=name, md5=md5[subset])
+    return on_mirrors(name, base_urls, md5=md5[subset])
 
 
 def download_subsets(subsets: tuple[str, ...], corpus_dir: str | Path, download_dir: str | Path | None = None, *,
@@ -271,18 +271,9 @@ def download_subsets(subsets: tuple[str, ...], corpus_dir: str | Path, download_
     kept, so nothing is fetched twice. ``options`` go to :func:`download_file`.
     """
     corpus_dir = Path(corpus_dir)
-    download_dir = Path(download_dir) if download_dir is not None else corpus_dir / "downloads"
     for subset in subsets:
-        remote = archive(subset, base_urls=base_urls, md5=md5)
-        if completion_flag(remote.name, corpus_dir).is_file():
-            logger.info("%s is already downloaded and extracted", subset)
-            continue
-        present = any(d.is_dir() for d in (corpus_dir / "LibriSpeech" / subset, corpus_dir / subset))
-        if present and not any((download_dir / n).exists() for n in (remote.name, remote.name + ".part")):
-            logger.info("%s is already in %s (not downloaded by this tool); using it as it is", subset, corpus_dir)
-            continue
-        extract_tar(download_file(remote, download_dir, **options), corpus_dir,
-                    progress=options.get("progress", True))
+        fetch_and_extract(archive(subset, base_urls=base_urls, md5=md5), corpus_dir, download_dir,
+                          present=(corpus_dir / "LibriSpeech" / subset, corpus_dir / subset), **options)
 
 
 def main(argv: list[str] | None = None) -> None:

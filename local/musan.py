@@ -25,7 +25,7 @@ from pathlib import Path
 
 from local.corpus import CorpusError, SkipLog, Utterance, audio_duration, whole_file
 from local.datadirs import DataSet, write_data_dirs
-from local.download import RemoteFile, completion_flag, download_file, extract_tar
+from local.download import RemoteFile, fetch_and_extract, on_mirrors
 from spk.data import DataDirSummary
 from spk.data.formats import format_seconds
 
@@ -149,8 +149,7 @@ def _without_vocals(part_dir: Path, utterances: list[Utterance]) -> list[Utteran
 
 def archive(*, base_urls: tuple[str, ...] = OPENSLR_URLS, md5: str | None = ARCHIVE_MD5) -> RemoteFile:
     """The :class:`RemoteFile` of ``musan.tar.gz``."""
-    return RemoteFile(urls=tuple(f"{url.rstrip('/')}/{ARCHIVE_NAME}" for url in base_urls), name=ARCHIVE_NAME,
-                      md5=md5)
+    return on_mirrors(ARCHIVE_NAME, base_urls, md5=md5)
 
 
 def download_musan(corpus_dir: str | Path, download_dir: str | Path | None = None, *,
@@ -161,17 +160,8 @@ def download_musan(corpus_dir: str | Path, download_dir: str | Path | None = Non
     already there without an archive of ours beside it (extracted by hand).
     ``download_dir`` defaults to ``corpus_dir/downloads``; ``options`` go to :func:`download_file`.
     """
-    corpus_dir = Path(corpus_dir)
-    download_dir = Path(download_dir) if download_dir is not None else corpus_dir / "downloads"
-    remote = archive(base_urls=base_urls, md5=md5)
-    if completion_flag(remote.name, corpus_dir).is_file():
-        logger.info("MUSAN is already downloaded and extracted in %s", corpus_dir)
-        return
-    if (corpus_dir / "musan").is_dir() and not any((download_dir / n).exists()
-                                                   for n in (remote.name, remote.name + ".part")):
-        logger.info("%s is already there (not downloaded by this tool); using it as it is", corpus_dir / "musan")
-        return
-    extract_tar(download_file(remote, download_dir, **options), corpus_dir, progress=options.get("progress", True))
+    fetch_and_extract(archive(base_urls=base_urls, md5=md5), Path(corpus_dir), download_dir,
+                      present=(Path(corpus_dir) / "musan",), **options)
 
 
 def main(argv: list[str] | None = None) -> None:

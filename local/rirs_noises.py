@@ -33,7 +33,7 @@ from pathlib import Path, PurePosixPath
 
 from local.corpus import CorpusError, SkipLog, Utterance, audio_duration, whole_file
 from local.datadirs import DataSet, write_data_dirs
-from local.download import RemoteFile, completion_flag, download_file, extract_zip
+from local.download import RemoteFile, extract_zip, fetch_and_extract, on_mirrors
 from spk.data import DataDirSummary
 from spk.data.formats import format_seconds
 
@@ -172,8 +172,7 @@ def prepare(corpus_dir: str | Path, data_dir: str | Path, *, sets: tuple[str, ..
 
 def archive(*, base_urls: tuple[str, ...] = OPENSLR_URLS, md5: str | None = ARCHIVE_MD5) -> RemoteFile:
     """The :class:`RemoteFile` of ``rirs_noises.zip``."""
-    return RemoteFile(urls=tuple(f"{url.rstrip('/')}/{ARCHIVE_NAME}" for url in base_urls), name=ARCHIVE_NAME,
-                      md5=md5)
+    return on_mirrors(ARCHIVE_NAME, base_urls, md5=md5)
 
 
 def download_rirs_noises(corpus_dir: str | Path, download_dir: str | Path | None = None, *,
@@ -185,17 +184,8 @@ def download_rirs_noises(corpus_dir: str | Path, download_dir: str | Path | None
     is already there without an archive of ours beside it (unzipped by hand).
     ``download_dir`` defaults to ``corpus_dir/downloads``; ``options`` go to :func:`download_file`.
     """
-    corpus_dir = Path(corpus_dir)
-    download_dir = Path(download_dir) if download_dir is not None else corpus_dir / "downloads"
-    remote = archive(base_urls=base_urls, md5=md5)
-    if completion_flag(remote.name, corpus_dir).is_file():
-        logger.info("RIRS_NOISES is already downloaded and extracted in %s", corpus_dir)
-        return
-    if (corpus_dir / ROOT).is_dir() and not any((download_dir / n).exists()
-                                                for n in (remote.name, remote.name + ".part")):
-        logger.info("%s is already there (not downloaded by this tool); using it as it is", corpus_dir / ROOT)
-        return
-    extract_zip(download_file(remote, download_dir, **options), corpus_dir, progress=options.get("progress", True))
+    fetch_and_extract(archive(base_urls=base_urls, md5=md5), Path(corpus_dir), download_dir,
+                      present=(Path(corpus_dir) / ROOT,), extract=extract_zip, **options)
 
 
 def main(argv: list[str] | None = None) -> None:

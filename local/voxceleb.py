@@ -40,7 +40,7 @@ from pathlib import Path
 
 from local.corpus import CorpusError, SkipLog, Utterance, audio_duration, file_problem, whole_file
 from local.datadirs import DataSet, write_data_dirs
-from local.download import DownloadError, RemoteFile, download_file
+from local.download import DownloadError, RemoteFile, download_file, on_mirrors
 from spk.data import DataDirSummary, Trial
 
 logger = logging.getLogger("local.voxceleb")
@@ -297,8 +297,7 @@ def meta_file(name: str, *, base_urls: tuple[str, ...] = META_URLS, md5: dict[st
     """The :class:`RemoteFile` of a trial list or ``iden_split.txt`` (checked by md5, or by line count)."""
     md5 = META_MD5 if md5 is None else md5
     expected_lines = (META_LINES if lines is None else lines).get(name)
-    return RemoteFile(urls=tuple(f"{url.rstrip('/')}/{name}" for url in base_urls), name=name, md5=md5.get(name),
-                      check=_line_count(expected_lines) if expected_lines else None)
+    return on_mirrors(name, base_urls, md5=md5.get(name), check=_line_count(expected_lines) if expected_lines else None)
 
 
 def _line_count(expected: int) -> Callable[[Path], None]:
