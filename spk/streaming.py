@@ -50,7 +50,7 @@ import soxr
 import torch
 
 from spk.audio import RESAMPLE_QUALITY, AudioError
-from spk.features import FeatureConfig, cmvn_stats, compute_features, normalise, online_extractor
+from spk.features import FeatureConfig, cmvn_stats, energy_vad, frame_log_energy, normalise, online_extractor
 from spk.models.embedder import SpeakerEmbedder
 from spk.models.encoders import RecurrentEncoder
 from spk.models.pooling import (AttentiveStatisticsPooling, LastFramePooling, StatisticsPooling,
@@ -286,7 +286,8 @@ class StreamingEmbedder:
     def reset(self) -> None:
         """Forget all audio: start a new utterance."""
         self._features = OnlineFeatures(self.feature_config)
-        self._raw = _Frames(self.feature_config.dim)
+        self._raw = _Frames(self.feature_config.dim)  # kept unless the running embedding is already exact
+        self._num_frames = 0
         self._waveform: list[np.ndarray] = []  # kept only for VAD, which needs the whole utterance
         self._running_stats = None
         self._state = None
@@ -303,7 +304,7 @@ class StreamingEmbedder:
     @property
     def num_frames(self) -> int:
         """Feature frames available so far (deltas lag their right context until :meth:`finish`)."""
-        return self._raw.size
+        return self._num_frames
 
     @property
     def finished(self) -> bool:
@@ -328,7 +329,9 @@ class StreamingEmbedder:
     def _add_frames(self, raw: np.ndarray) -> None:
         if not len(raw):
             return
-        self._raw.append(raw)
+        self._num_frames += len(raw)
+        if self.mode != "incremental":  # a long live stream then needs no memory per frame
+            self._raw.append(raw)
         if self.feature_config.cmvn == "utterance":
             stats = cmvn_stats(raw)
             self._running_stats = stats if self._running_stats is None else self._running_stats + stats
@@ -365,16 +368,16 @@ class StreamingEmbedder:
         """The running embedding (float32, ``[E]``) of everything accepted so far."""
         if self._final is not None:
             return self._final
-        if self._raw.size == 0:
+        if self._num_frames == 0:
             raise ValueError(f"no feature frames yet ({self.seconds:.3f} s of audio): an embedding needs "
                              f"at least one {self.feature_config.frame_length_ms:g} ms frame")
-        if self._cache is not None and self._cache[0] == self._raw.size:
+        if self._cache is not None and self._cache[0] == self._num_frames:
             return self._cache[1]
         if self._pool is not None:
             embedding = self._from_pooled()
         else:
             embedding = self._offline(self._normalise(self._raw.view()))
-        self._cache = (self._raw.size, embedding)
+        self._cache = (self._num_frames, embedding)
         return embedding
 
     def finish(self) -> np.ndarray:
@@ -383,13 +386,15 @@ class StreamingEmbedder:
             return self._final
         self._add_frames(self._features.finish())
         if self.feature_config.vad:
+            # VAD needs the whole utterance: compute_features' VAD step, on the frames already made
             waveform = np.concatenate(self._waveform) if self._waveform else np.zeros(0, np.float32)
-            feats = compute_features(waveform, self.feature_config)  # VAD needs the whole utterance
+            raw = self._raw.view()
+            feats = raw[energy_vad(frame_log_energy(waveform, self.feature_config)[: len(raw)], self.feature_config)]
             if len(feats) == 0:
                 raise ValueError(f"no frame to embed in the {self.seconds:.2f} s of audio (too short, or "
                                  "energy VAD found no speech)")
             self._final = self._offline(normalise(feats, self.feature_config, global_stats=self.global_cmvn))
-        elif self._raw.size == 0:
+        elif self._num_frames == 0:
             self.embedding()  # raises: too little audio for one frame
         elif self.mode == "incremental":
             self._final = self.embedding()
