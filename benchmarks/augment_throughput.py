@@ -33,8 +33,8 @@ from spk.features import FeatureConfig
 from spk.losses import LOSSES
 from spk.models import build_embedder
 from spk.train import distributed
-from spk.train.config import ExperimentConfig
-from spk.train.dataset import FeatureStore
+from spk.experiment import ExperimentConfig
+from spk.feature_store import FeatureStore
 from spk.train.trainer import StopRequest, _train_epoch, _TrainState, make_augmenter, make_sampler
 from trainer_throughput import FirstBatches  # the sibling script (this folder is on sys.path)
 

@@ -24,8 +24,8 @@ from spk.data import read_utt2spk
 from spk.features import FeatureConfig
 from spk.losses import LOSSES
 from spk.models import build_embedder
-from spk.train.config import ExperimentConfig
-from spk.train.dataset import FeatureStore
+from spk.experiment import ExperimentConfig
+from spk.feature_store import FeatureStore
 from spk.train import distributed
 from spk.train.trainer import StopRequest, _train_epoch, _TrainState, make_sampler
 

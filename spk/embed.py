@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from spk.data import DataDir
 from spk.features import FeatureConfig
-from spk.train.dataset import FeatureStore, pad_batch
+from spk.feature_store import FeatureStore, pad_batch
 from spk.train.trainer import load_trained_model, trained_model_path
 
 logger = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def feature_store_for(exp_dir: Path, data_dir: Path, *, preload: bool = False) -
 
 
 def _experiment_features(exp_dir: Path) -> FeatureConfig:
-    from spk.train.config import ExperimentConfig
+    from spk.experiment import ExperimentConfig
 
     return FeatureConfig.from_dict(ExperimentConfig.from_yaml(Path(exp_dir) / "config.yaml").features)
 

@@ -38,7 +38,7 @@ import spk
 from spk.calibration import Calibration, load_calibration
 from spk.export import ONNX_OPSET, export_onnx, export_torchscript, verify_exports
 from spk.features import FeatureConfig
-from spk.train.config import ExperimentConfig
+from spk.experiment import ExperimentConfig
 from spk.train.trainer import build_trained_model, resolve_device
 
 logger = logging.getLogger(__name__)

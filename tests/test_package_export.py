@@ -20,7 +20,7 @@ from spk.features import FeatureConfig, cmvn_stats, compute_features, normalise
 from spk.models.embedder import build_embedder
 from spk.package import MANIFEST, PackageError, load_package, write_package
 from spk.streaming import StreamingEmbedder
-from spk.train.config import ExperimentConfig
+from spk.experiment import ExperimentConfig
 from spk.train.trainer import load_trained_model
 
 ROOT = Path(__file__).resolve().parents[1]

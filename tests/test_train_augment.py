@@ -23,8 +23,9 @@ from spk.features import FeatureConfig
 from spk.make_features import make_features
 from spk.simulate import apply_eq, coloured_noise, exponential_rir, random_eq
 from spk.train.augmentation import AugmentSetupError, ChunkAugmenter, SourceSet
-from spk.train.config import AugmentConfig, ConfigError, ExperimentConfig
-from spk.train.dataset import ChunkSampler, FeatureStore
+from spk.experiment import AugmentConfig, ConfigError, ExperimentConfig
+from spk.train.dataset import ChunkSampler
+from spk.feature_store import FeatureStore
 from spk.train.prefetch import Prefetcher
 from spk.train.trainer import make_augmenter, train
 

@@ -10,8 +10,9 @@ import torch
 
 from spk.embed import extract_embeddings
 from spk.identify import evaluate_identification
-from spk.train.config import ExperimentConfig
-from spk.train.dataset import FeatureStore, SpeakerBalancedSampler
+from spk.experiment import ExperimentConfig
+from spk.train.dataset import SpeakerBalancedSampler
+from spk.feature_store import FeatureStore
 from spk.train.trainer import average_checkpoints, load_trained_model, train
 from tests.test_trainer import FEATURES, TINY, corpus, speaker_styles, write_feature_dir
 

@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from spk.losses import LOSSES
-from spk.train.config import ConfigError, ExperimentConfig
-from spk.train.dataset import ChunkSampler, FeatureStore
+from spk.experiment import ConfigError, ExperimentConfig
+from spk.train.dataset import ChunkSampler
+from spk.feature_store import FeatureStore
 from spk.train.trainer import load_trained_model, make_sampler, set_class_weights, train
 from tests.test_trainer import FEATURES, TINY, corpus, speaker_styles, write_feature_dir
 

@@ -27,8 +27,9 @@ from spk.embed import extract_embeddings, feature_store_for, speaker_means
 from spk.features import FeatureConfig, cmvn_stats
 from spk.identify import evaluate_identification
 from spk.scoring import load_embeddings
-from spk.train.config import ConfigError, ExperimentConfig
-from spk.train.dataset import ChunkSampler, FeatureStore
+from spk.experiment import ConfigError, ExperimentConfig
+from spk.train.dataset import ChunkSampler
+from spk.feature_store import FeatureStore
 from spk.train.egs import prepare_training_dirs
 from spk.train.trainer import load_trained_model, train
 

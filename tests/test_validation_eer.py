@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from spk.data import DataDir, DataDirUsageError, validate_data_dir, validate_trials
-from spk.train.config import ExperimentConfig
+from spk.experiment import ExperimentConfig
 from spk.train.egs import prepare_training_dirs
 from spk.train.trainer import train
 from tests.test_trainer import FEATURES, TINY, corpus, speaker_styles, write_feature_dir

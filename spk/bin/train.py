@@ -9,7 +9,7 @@ import click
 from spk.data import DataDirError, DataDirUsageError, validate_data_dir
 from spk.features import FeatureConfig, FeatureConfigError
 from spk.models.registry import RegistryError
-from spk.train.config import ConfigError, ExperimentConfig
+from spk.experiment import ConfigError, ExperimentConfig
 
 
 @click.command("egs")

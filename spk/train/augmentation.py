@@ -4,7 +4,7 @@ The trainer cuts chunks of precomputed, normalised features.  A chunk chosen
 for augmentation (probability ``augment.prob``) is instead computed again from
 its waveform: the samples under its frames are read from the training data
 dir's ``wav.scp`` (preloaded like the features), augmented with one kind of
-:class:`~spk.train.config.AugmentConfig` (noise, music, babble, reverberation,
+:class:`~spk.experiment.AugmentConfig` (noise, music, babble, reverberation,
 reverberation + noise), turned into features with
 :func:`spk.features.compute_features` and normalised.
 
@@ -48,7 +48,7 @@ from spk.audio import AudioError, AudioReader, is_pipe, read_segment
 from spk.augment import add_noise, reverberate, spec_augment
 from spk.data import read_segments, read_utt2dur, read_wav_scp
 from spk.features import FeatureConfig, compute_features, normalise
-from spk.train.config import AugmentConfig
+from spk.experiment import AugmentConfig
 from spk.train.dataset import Batch
 
 logger = logging.getLogger(__name__)

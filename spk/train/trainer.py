@@ -34,8 +34,9 @@ from spk.losses import LOSSES
 from spk.models import build_embedder
 from spk.models.embedder import SpeakerEmbedder
 from spk.train import distributed
-from spk.train.config import ExperimentConfig
-from spk.train.dataset import ChunkSampler, FeatureStore, SpeakerBalancedSampler, pad_batch
+from spk.experiment import ExperimentConfig
+from spk.train.dataset import ChunkSampler, SpeakerBalancedSampler
+from spk.feature_store import FeatureStore, pad_batch
 from spk.train.prefetch import Prefetcher
 
 logger = logging.getLogger(__name__)
