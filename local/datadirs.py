@@ -24,6 +24,7 @@ from spk.data import (
     DataDirSummary,
     Segment,
     Trial,
+    swap_into_place,
     utt2spk_to_spk2utt,
     validate_data_dir,
     validate_trials,
@@ -135,7 +136,7 @@ def write_data_dirs(data_root: str | os.PathLike, sets: Mapping[str, DataSet]) -
                 ids = {u.utt for u in dataset.utterances} | {u.speaker for u in dataset.utterances}
                 validate_trials(staging / name / "trials", ids, ids)
         for name in sets:
-            _move_into_place(staging / name, data_root / name, staging)
+            _move_into_place(staging / name, data_root / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     for name, summary in summaries.items():
@@ -144,15 +145,14 @@ def write_data_dirs(data_root: str | os.PathLike, sets: Mapping[str, DataSet]) -
     return summaries
 
 
-def _move_into_place(new: Path, dest: Path, staging: Path) -> None:
+def _move_into_place(new: Path, dest: Path) -> None:
     """Put the staged set at ``dest``, unless ``dest`` already holds exactly these files."""
     if dest.is_dir() and _same_files(new, dest):
         logger.info("%s is unchanged; kept as it is (with any features made from it)", dest)
         return
     if dest.exists() or dest.is_symlink():
-        dest.rename(staging / f".old-{dest.name}")  # removed with the staging folder
         logger.info("%s changed; replacing it (features made from the old one are dropped)", dest)
-    new.rename(dest)
+    swap_into_place(new, dest)
 
 
 def _same_files(new: Path, old: Path) -> bool:

@@ -28,7 +28,6 @@ import csv
 import logging
 import multiprocessing
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,6 +39,7 @@ import soxr
 from local.espeak import EspeakSynth, make_data_mirror, variant_dir
 from local.mini_text import SentenceGenerator
 from spk import simulate
+from spk.data import staged_folder
 
 logger = logging.getLogger("local.mini")  # also when run as __main__
 
@@ -258,19 +258,13 @@ def generate_corpus(out_dir: Path, config: MiniConfig = MiniConfig(), *, nj: int
             f"{out_dir} exists but is not a complete mini corpus with this configuration; "
             "remove it (or choose another --corpus-dir) and run again")
     jobs = plan_corpus(config)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".mini-", dir=out_dir.parent))
     start = time.time()
-    try:
+    with staged_folder(out_dir) as staging:
         mirror = make_data_mirror(staging / ".espeak-data")
         total = _render_all(jobs, staging, mirror, nj)
         shutil.rmtree(mirror)
         _write_metadata(staging, jobs)
         (staging / "config.tsv").write_text(_config_text(config))
-        staging.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     logger.info("synthesised %.1f min of speech for %d speakers in %.1f s (%.0fx real time)",
                 total / 60, len(jobs), time.time() - start, total / (time.time() - start))
     return out_dir

@@ -36,6 +36,7 @@ import torch
 
 import spk
 from spk.calibration import Calibration, load_calibration
+from spk.data import swap_into_place
 from spk.export import ONNX_OPSET, export_onnx, export_torchscript, verify_exports
 from spk.features import FeatureConfig
 from spk.experiment import ExperimentConfig
@@ -104,7 +105,7 @@ def write_package(exp_dir: str | os.PathLike, out_dir: str | os.PathLike, *, for
         exports = _write_exports(model, staging, onnx)
         manifest = _manifest(exp_dir, staging, model, feature_config, speakers, exports)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        _publish(staging, out_dir)
+        swap_into_place(staging, out_dir)  # an old package is removed only after the swap
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -224,21 +225,6 @@ def _manifest(exp_dir: Path, staging: Path, model, feature_config: FeatureConfig
                          "lengths int64 [batch], 1 <= lengths <= frames; padded batches are supported",
         "files": files,
     }
-
-
-def _publish(staging: Path, out_dir: Path) -> None:
-    """Rename the finished staging directory to ``out_dir`` (replacing an old package last)."""
-    if not out_dir.exists():
-        staging.rename(out_dir)
-        return
-    old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-    out_dir.rename(old)
-    try:
-        staging.rename(out_dir)
-    except BaseException:
-        old.rename(out_dir)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- #

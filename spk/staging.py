@@ -1,4 +1,4 @@
-"""Writing a derived folder safely: build it beside its destination, then swap it into place.
+"""The outputs of ``spk augment``: when one may be replaced, and with which options it was made.
 
 Used by the writers of ``spk augment`` (copies, combinations, sources). A folder is
 only replaced when one of them made it: it carries an info file (JSON of the
@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable
+
+from spk.data.staging import staged_folder
 
 logger = logging.getLogger(__name__)
 
@@ -37,27 +36,11 @@ def read_info(out: Path, info_name: str) -> dict | None:
 def stage_and_move(out: Path, options: dict, build: Callable[[Path], None], info_name: str) -> None:
     """Run ``build(staging)`` in a fresh folder beside ``out``, record ``options``, then put it at ``out``.
 
-    An old ``out`` is moved aside first and removed after the swap; a failing build
-    leaves ``out`` as it was.
+    The swap is :func:`spk.data.staging.staged_folder`'s: an old ``out`` is
+    removed after the swap, and a failing build leaves ``out`` as it was.
     """
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
-    _usual_permissions(staging)
-    old = staging.with_name(staging.name + ".old")
-    try:
+    with staged_folder(out) as staging:
         build(staging)
         (staging / info_name).write_text(json.dumps(options, sort_keys=True) + "\n")
         if out.exists():
             logger.info("%s: replacing the old one (made with other options or sources)", out)
-            out.rename(old)
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _usual_permissions(folder: Path) -> None:
-    """mkdtemp makes a private (0700) folder; the output should get the usual permissions (umask applies)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)

@@ -125,7 +125,7 @@ def test_corpus_layout(corpus):
         audio, _ = sf.read(str(wav), dtype="float32")
         assert 0.5 < len(audio) / 16000 < 20
         assert np.sqrt(np.mean(audio**2)) > 1e-3 and np.abs(audio).max() <= 1.0
-    assert not list(corpus.parent.glob(".mini-*"))  # the staging folder is gone
+    assert not list(corpus.parent.glob(f".{corpus.name}.*"))  # the staging folder is gone
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,9 @@ Modules, one job each:
 - :mod:`spk.data.validate`: :func:`validate_data_dir`, :func:`validate_trials`;
 - :mod:`spk.data.fix`: :func:`fix_data_dir`;
 - :mod:`spk.data.selection`: which lines belong to a set of utterances (used by fix, subset, split);
-- :mod:`spk.data.subset`: :func:`subset_data_dir`, :func:`split_data_dir`.
+- :mod:`spk.data.subset`: :func:`subset_data_dir`, :func:`split_data_dir`;
+- :mod:`spk.data.staging`: :func:`staged_folder`, :func:`swap_into_place` (build a folder beside its
+  destination, then swap it in; used by every writer of a whole folder).
 """
 
 from spk.data.datadir import DataDir
@@ -47,6 +49,7 @@ from spk.data.io import (
     write_utt2spk,
     write_wav_scp,
 )
+from spk.data.staging import staged_folder, swap_into_place
 from spk.data.subset import split_data_dir, subset_data_dir
 from spk.data.validate import DataDirSummary, validate_data_dir, validate_trials
 
@@ -77,7 +80,9 @@ __all__ = [
     "read_wav_scp",
     "split_data_dir",
     "spk2utt_to_utt2spk",
+    "staged_folder",
     "subset_data_dir",
+    "swap_into_place",
     "utt2spk_to_spk2utt",
     "validate_data_dir",
     "validate_trials",
