@@ -9,7 +9,7 @@ noise, equal weights) and SpecAugment.  Target: augmented >= 0.7x clean.  The
 two alternate in one process, so machine load affects both alike.
 
 Noise, music and RIR sets are generated in a temporary folder by
-:func:`spk.augment_sources.make_sources` (what ``spk augment sources`` writes),
+:func:`spk.augment.builtin.make_sources` (what ``spk augment sources`` writes),
 with babble talkers from ``--speech-from``, unless ``--sources DIR`` names such a
 folder already made (data dirs ``noise``, ``music``, ``speech``, ``rirs``).
 
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spk.augment_sources import make_sources
+from spk.augment.builtin import make_sources
 from spk.data import read_utt2spk
 from spk.features import FeatureConfig
 from spk.losses import LOSSES

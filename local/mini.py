@@ -38,7 +38,7 @@ import soxr
 
 from local.espeak import EspeakSynth, make_data_mirror, variant_dir
 from local.mini_text import SentenceGenerator
-from spk import simulate
+from spk.augment import simulate
 from spk.data import staged_folder
 
 logger = logging.getLogger("local.mini")  # also when run as __main__

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from spk.augment import add_noise, reverberate, spec_augment, speed_perturb
-from spk.simulate import NOISE_TYPES, coloured_noise, exponential_rir
+from spk.augment.simulate import NOISE_TYPES, coloured_noise, exponential_rir
 
 RATE = 16000
 

@@ -1,4 +1,4 @@
-"""Offline augmentation (spk/augment_data.py, `spk augment data|speed|combine`) on real wav files and data dirs."""
+"""Offline augmentation (spk/augment/offline.py, spk/data/combine.py: `spk augment data|speed|combine`) on real wav files and data dirs."""
 
 from __future__ import annotations
 
@@ -10,18 +10,12 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
-from spk.augment_data import (
-    AugmentError,
-    augment_data_dir,
-    combine_data_dirs,
-    parse_factors,
-    parse_kinds,
-    parse_range,
-    speed_perturb_data_dir,
-)
-from spk.augment_sources import make_sources
+from spk.augment import AugmentError
+from spk.augment.builtin import make_sources
+from spk.augment.offline import augment_data_dir, speed_perturb_data_dir
+from spk.augment.options import parse_factors, parse_kinds, parse_range
 from spk.cli import main
-from spk.data import DataDir, DataDirError, read_kv, validate_data_dir
+from spk.data import DataDir, DataDirError, DataDirUsageError, combine_data_dirs, read_kv, validate_data_dir
 
 RATE = 16000
 SMALL = {"rooms_per_size": 2, "rirs_per_room": 2, "noises_per_kind": 1, "music_pieces": 2}
@@ -208,7 +202,7 @@ def test_combine_keeps_clean_and_a_random_subset_of_the_augmented(corpus, tmp_pa
     assert DataDir(out).utt2dur()["spkA-u0"] == pytest.approx(0.8, abs=1e-3)
     whole = combine_data_dirs(tmp_path / "whole", clean=[corpus["src"]], aug=[aug])
     assert whole.num_utterances == 9 + 18
-    with pytest.raises(AugmentError, match="in both"):
+    with pytest.raises(DataDirUsageError, match="in both"):
         combine_data_dirs(tmp_path / "twice", clean=[corpus["src"]], aug=[corpus["src"]])
     assert not (tmp_path / "twice").exists()
 
@@ -338,10 +332,11 @@ def test_an_existing_folder_it_did_not_write_is_never_replaced(corpus, tmp_path)
     out = tmp_path / "exp"
     (out / "models").mkdir(parents=True)
     (out / "models" / "final.pt").write_bytes(b"weights")
-    for make in (lambda: augment_data_dir(corpus["src"], out, kinds=["noise"], sources=corpus["sources"]),
-                 lambda: speed_perturb_data_dir(corpus["src"], out, factors=(1.1,)),
-                 lambda: combine_data_dirs(out, clean=[corpus["src"]])):
-        with pytest.raises(AugmentError, match="not written by `spk augment`"):
+    for make, error in ((lambda: augment_data_dir(corpus["src"], out, kinds=["noise"], sources=corpus["sources"]),
+                         AugmentError),
+                        (lambda: speed_perturb_data_dir(corpus["src"], out, factors=(1.1,)), AugmentError),
+                        (lambda: combine_data_dirs(out, clean=[corpus["src"]]), DataDirUsageError)):
+        with pytest.raises(error, match="not written by `spk augment`"):
             make()
     assert (out / "models" / "final.pt").read_bytes() == b"weights"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"]

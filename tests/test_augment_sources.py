@@ -1,4 +1,4 @@
-"""Built-in augmentation sources (spk/augment_sources.py): noises, music, image-source RIRs, the sources folder."""
+"""Built-in augmentation sources (spk.augment.builtin, spk.augment.rooms): noises, music, RIRs, the sources folder."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
-from spk import augment_sources as sources
+from spk.augment import builtin as sources
+from spk.augment import rooms
 from spk.augment import reverberate, rir_peak
 from spk.cli import main
 from spk.data import DataDir, DataDirError, DataDirUsageError, validate_data_dir
@@ -33,14 +34,14 @@ def window_energy(rir: np.ndarray, centre: float, half: int = 8) -> float:
 
 def test_image_source_rir_direct_path_and_first_reflection():
     size, source, mic, absorption = (6.0, 8.0, 3.0), (2.0, 3.0, 1.0), (4.0, 3.0, 1.0), 0.36
-    rir = sources.image_source_rir(size, source, mic, absorption, np.random.default_rng(0))
-    direct = sources.direct_index(source, mic)
-    assert direct == round(2.0 / sources.SPEED_OF_SOUND * RATE)
+    rir = rooms.image_source_rir(size, source, mic, absorption, np.random.default_rng(0))
+    direct = rooms.direct_index(source, mic)
+    assert direct == round(2.0 / rooms.SPEED_OF_SOUND * RATE)
     assert rir_peak(rir) == direct and rir[direct] == pytest.approx(1.0, abs=1e-6)
     assert np.all(np.abs(rir[: direct - 1]) < 0.02)  # nothing before the sound arrives (only high-pass ringing)
     # The floor reflection: image source at z = -1, path sqrt(2^2 + 2^2), one bounce (amplitude sqrt(1 - a)).
     floor = math.sqrt(8.0)
-    arrival = direct + (floor - 2.0) / sources.SPEED_OF_SOUND * RATE
+    arrival = direct + (floor - 2.0) / rooms.SPEED_OF_SOUND * RATE
     expected = math.sqrt(1 - absorption) * 2.0 / floor
     assert math.sqrt(window_energy(rir, arrival)) == pytest.approx(expected, rel=0.15)
     between = rir[direct + 3: int(arrival) - 9]  # no other arrival before it (the next is a wall at 6 m)
@@ -50,28 +51,28 @@ def test_image_source_rir_direct_path_and_first_reflection():
 @pytest.mark.parametrize("size, absorption", [((6.0, 8.0, 3.0), 0.3), ((40.0, 35.0, 4.0), 0.2),
                                               ((20.0, 15.0, 4.0), 0.6)])
 def test_image_source_rir_decays_at_the_eyring_rt60(size, absorption):
-    rir = sources.image_source_rir(size, (2.0, 3.0, 1.2), (size[0] - 1.5, size[1] - 2.0, 1.6), absorption,
+    rir = rooms.image_source_rir(size, (2.0, 3.0, 1.2), (size[0] - 1.5, size[1] - 2.0, 1.6), absorption,
                                    np.random.default_rng(1), max_seconds=3.0)
-    rt60 = sources.eyring_rt60(size, absorption)
+    rt60 = rooms.eyring_rt60(size, absorption)
     assert schroeder_t20(rir) == pytest.approx(rt60, rel=0.3)
     # The late part decays by 60 dB per RT60: fit a line to the log energy of 10 ms frames after the early part.
-    direct = sources.direct_index((2.0, 3.0, 1.2), (size[0] - 1.5, size[1] - 2.0, 1.6))
+    direct = rooms.direct_index((2.0, 3.0, 1.2), (size[0] - 1.5, size[1] - 2.0, 1.6))
     frames = rir[direct + int(0.1 * RATE): direct + int(0.9 * rt60 * RATE)].astype(np.float64)
     frames = frames[: len(frames) // 160 * 160].reshape(-1, 160)
     slope = np.polyfit(np.arange(len(frames)) * 0.01, 10 * np.log10(np.mean(frames**2, axis=1)), 1)[0]
     assert -60 / slope == pytest.approx(rt60, rel=0.15)
     assert len(rir) == pytest.approx((1.2 * rt60 + math.dist((2, 3, 1.2), (size[0] - 1.5, size[1] - 2, 1.6))
-                                      / sources.SPEED_OF_SOUND) * RATE, abs=20)
+                                      / rooms.SPEED_OF_SOUND) * RATE, abs=20)
 
 
 def test_image_source_rir_rejects_bad_absorption():
     with pytest.raises(ValueError, match="absorption"):
-        sources.image_source_rir((5, 5, 3), (1, 1, 1), (3, 3, 1), 1.0, np.random.default_rng(0))
+        rooms.image_source_rir((5, 5, 3), (1, 1, 1), (3, 3, 1), 1.0, np.random.default_rng(0))
 
 
 def test_simulated_rirs_peak_at_the_direct_path_and_keep_speech_aligned():
     rirs = sources.room_impulse_responses(3, rooms_per_size=3, rirs_per_room=3)
-    assert len(rirs) == 27 and all(name.split("-")[0] in sources.ROOM_SIZES for name in rirs)
+    assert len(rirs) == 27 and all(name.split("-")[0] in rooms.ROOM_SIZES for name in rirs)
     t = np.arange(RATE) / RATE
     speech = (np.random.default_rng(0).standard_normal(RATE) * (np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32)
     for rir, rt60 in rirs.values():

@@ -23,7 +23,7 @@ from local import musan, rirs_noises
 from local.corpus import CorpusError
 from local.download import extract_zip
 from local.download import ChecksumError, DownloadError, completion_flag
-from spk.augment_data import augment_data_dir
+from spk.augment.offline import augment_data_dir
 from spk.data import DataDir, read_kv, validate_data_dir
 
 pytest_plugins = ("tests.fileserver",)  # the `server` fixture

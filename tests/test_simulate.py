@@ -1,10 +1,10 @@
-"""Tests for spk.simulate: noise colours, SNR mixing, room impulse responses, random EQ."""
+"""Tests for spk.augment.simulate: noise colours, SNR mixing, room impulse responses, random EQ."""
 
 import numpy as np
 import pytest
 from scipy import signal
 
-from spk.simulate import (
+from spk.augment.simulate import (
     NOISE_TYPES,
     apply_eq,
     coloured_noise,

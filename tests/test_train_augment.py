@@ -21,8 +21,10 @@ import yaml
 from spk.data import utt2spk_to_spk2utt, write_spk2utt, write_utt2spk, write_wav_scp
 from spk.features import FeatureConfig
 from spk.make_features import make_features
-from spk.simulate import apply_eq, coloured_noise, exponential_rir, random_eq
-from spk.train.augmentation import AugmentSetupError, ChunkAugmenter, SourceSet
+from spk.augment import AugmentError
+from spk.augment.online import ChunkAugmenter
+from spk.augment.simulate import apply_eq, coloured_noise, exponential_rir, random_eq
+from spk.augment.sources import SourceSet
 from spk.experiment import AugmentConfig, ConfigError, ExperimentConfig
 from spk.train.dataset import ChunkSampler
 from spk.feature_store import FeatureStore
@@ -170,14 +172,14 @@ def test_finetune_phase_can_turn_augmentation_off(root):
 
 def test_missing_source_dir_is_named(root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(AugmentSetupError, match=r"augment\.noise\.data: data/musan_noise is not a data dir .*"
+    with pytest.raises(AugmentError, match=r"augment\.noise\.data: data/musan_noise is not a data dir .*"
                                                 r"relative to the working directory"):
         sampler_for(root, augment_options(root, noise={"data": "data/musan_noise", "snr": [0, 5]}))
 
 
 def test_vad_features_are_refused(root):
     config = AugmentConfig.from_dict({"reverb": {"data": str(root / "rirs")}})
-    with pytest.raises(AugmentSetupError, match="vad: false"):
+    with pytest.raises(AugmentError, match="vad: false"):
         ChunkAugmenter(config, FeatureConfig(num_mel_bins=20, vad=True), None, {}, seed=0)
 
 
@@ -246,7 +248,7 @@ def test_audio_that_does_not_match_the_features_is_an_error(root, tmp_path):
     sf.write(short, sf.read(wav_scp["spk0-u1"])[0][:RATE], RATE, subtype="PCM_16")  # 1 s of a longer utterance
     wav_scp["spk0-u1"] = str(short)
     write_wav_scp(data / "wav.scp", wav_scp)
-    with pytest.raises(AugmentSetupError, match=r"'spk0-u1': its audio in wav.scp gives 98 frames but feats.scp has"):
+    with pytest.raises(AugmentError, match=r"'spk0-u1': its audio in wav.scp gives 98 frames but feats.scp has"):
         sampler_for(tmp_path, augment_options(root), data="train")
 
 
@@ -258,7 +260,7 @@ def test_unreadable_training_audio_is_named(root, tmp_path):
     wav_scp = dict(line.split() for line in (root / "train" / "wav.scp").read_text().splitlines())
     wav_scp["spk1-u2"] = str(tmp_path / "gone.wav")
     write_wav_scp(data / "wav.scp", wav_scp)
-    with pytest.raises(AugmentSetupError, match=r"utterance 'spk1-u2' .*gone\.wav.*file not found"):
+    with pytest.raises(AugmentError, match=r"utterance 'spk1-u2' .*gone\.wav.*file not found"):
         sampler_for(tmp_path, augment_options(root), data="train")
 
 
@@ -313,6 +315,23 @@ def test_each_kind_changes_the_chunk(root):
         batch = next(sampler_for(root, options).batches(1))
         clean = next(sampler_for(root, None).batches(1))
         assert (batch.feats != clean.feats).flatten(1).any(dim=1).all(), kind
+
+
+def test_babble_leaves_out_the_chunks_own_speaker(root, monkeypatch):
+    import spk.augment.online as online
+
+    speakers = []
+
+    def spy(*args, **kwargs):
+        speakers.append(kwargs["speaker"])
+        return online_babble(*args, **kwargs)
+
+    online_babble = online.babble_track
+    monkeypatch.setattr(online, "babble_track", spy)
+    config = AugmentConfig.from_dict({"prob": 1.0, "babble": augment_options(root)["babble"]})
+    augmenter = ChunkAugmenter.build(config, FBANK, root / "train", ["spk3-u1"], seed=0)
+    augmenter.augmented_chunk("spk3-u1", 5, 40, np.random.default_rng(0))
+    assert speakers == ["spk3"]
 
 
 def test_spec_augment_alone_masks_the_batch(root):

@@ -1,4 +1,4 @@
-"""``spk augment``: augmentation sources and offline augmented data dirs (see :mod:`spk.augment_data`)."""
+"""``spk augment``: augmentation sources and offline augmented data dirs (see :mod:`spk.augment`)."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def sources(out: Path, seed: int, speech_from: Path | None, num_speech: int, for
     For machines without MUSAN and RIRS_NOISES; a few seconds of CPU, about 16 MB.
     Use another --seed for the sources of a test condition than for training's.
     """
-    from spk.augment_sources import make_sources
+    from spk.augment.builtin import make_sources
 
     with _reported_as_click_errors():
         made = make_sources(out, seed=seed, speech_from=speech_from, num_speech=num_speech, force=force)
@@ -87,7 +87,8 @@ def data(src, out, kinds, sources, rirs, noise, music, babble, snr_noise, snr_mu
     Noisy test set:      spk augment data --src data/test --out data/test_noisy --kinds reverb,noise \\
                            --sources data/aug_sources_test --snr-noise 0:10 --keep-ids --seed 1
     """
-    from spk.augment_data import augment_data_dir, parse_kinds, parse_range
+    from spk.augment.offline import augment_data_dir
+    from spk.augment.options import parse_kinds, parse_range
 
     with _reported_as_click_errors():
         snrs = {"noise": parse_range(snr_noise, "--snr-noise"), "music": parse_range(snr_music, "--snr-music"),
@@ -110,7 +111,8 @@ def data(src, out, kinds, sources, rirs, noise, music, babble, snr_noise, snr_mu
 @click.option("--force", is_flag=True, help="Redo even if OUT was made with these factors from this dir.")
 def speed(src: Path, out: Path, factors: str, nj: int, force: bool) -> None:
     """Write to OUT a copy of SRC per factor: speaker sp<f>-<spk>, utterance sp<f>-<utt>, 1/f as long."""
-    from spk.augment_data import parse_factors, speed_perturb_data_dir
+    from spk.augment.offline import speed_perturb_data_dir
+    from spk.augment.options import parse_factors
 
     with _reported_as_click_errors():
         summary = speed_perturb_data_dir(src, out, factors=parse_factors(factors), nj=nj, force=force)
@@ -128,7 +130,7 @@ def speed(src: Path, out: Path, factors: str, nj: int, force: bool) -> None:
 def combine(out: Path, clean: tuple[Path, ...], aug: tuple[Path, ...], num_aug: int | None, seed: int,
             force: bool) -> None:
     """Write to OUT every utterance of the --clean dirs and of the --aug dirs (or --num-aug of the latter)."""
-    from spk.augment_data import combine_data_dirs
+    from spk.data import combine_data_dirs
 
     with _reported_as_click_errors():
         summary = combine_data_dirs(out, clean=clean, aug=aug, num_aug=num_aug, seed=seed, force=force)

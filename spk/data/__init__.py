@@ -15,9 +15,13 @@ Modules, one job each:
 - :mod:`spk.data.selection`: which lines belong to a set of utterances (used by fix, subset, split);
 - :mod:`spk.data.subset`: :func:`subset_data_dir`, :func:`split_data_dir`;
 - :mod:`spk.data.staging`: :func:`staged_folder`, :func:`swap_into_place` (build a folder beside its
-  destination, then swap it in; used by every writer of a whole folder).
+  destination, then swap it in; used by every writer of a whole folder);
+- :mod:`spk.data.derived`: folders a command derives from data dirs (replaced only when it made them);
+- :mod:`spk.data.durations`: :func:`utterance_durations` (utt2dur, else from the audio);
+- :mod:`spk.data.combine`: :func:`combine_data_dirs` (clean + augmented dirs, Kaldi v2's combine).
 """
 
+from spk.data.combine import combine_data_dirs
 from spk.data.datadir import DataDir
 from spk.data.errors import DataDirError, DataDirUsageError, DataFormatError, Problem
 from spk.data.fix import FixSummary, fix_data_dir
@@ -49,6 +53,7 @@ from spk.data.io import (
     write_utt2spk,
     write_wav_scp,
 )
+from spk.data.durations import utterance_durations
 from spk.data.staging import staged_folder, swap_into_place
 from spk.data.subset import split_data_dir, subset_data_dir
 from spk.data.validate import DataDirSummary, validate_data_dir, validate_trials
@@ -66,6 +71,7 @@ __all__ = [
     "Trial",
     "atomic_write_text",
     "c_sorted",
+    "combine_data_dirs",
     "fix_data_dir",
     "read_id_list",
     "read_kv",
@@ -84,6 +90,7 @@ __all__ = [
     "subset_data_dir",
     "swap_into_place",
     "utt2spk_to_spk2utt",
+    "utterance_durations",
     "validate_data_dir",
     "validate_trials",
     "write_kv",

@@ -143,7 +143,7 @@ def make_sampler(config: ExperimentConfig, store: FeatureStore, utt2label: dict[
 def make_augmenter(augmentation, feature_config: FeatureConfig, train_dir: Path, store: FeatureStore, sampler,
                    config: ExperimentConfig):
     """The on-the-fly augmenter of ``augmentation`` for the sampler's utterances, checked against the features."""
-    from spk.train.augmentation import ChunkAugmenter
+    from spk.augment.online import ChunkAugmenter
 
     augmenter = ChunkAugmenter.build(augmentation, feature_config, train_dir, sampler.utts, seed=config.seed,
                                      preload=config.preload, global_stats=store.global_stats)

@@ -17,6 +17,12 @@ Alignment
     again, so deltas match the stored ones.  Energy VAD drops frames, which
     breaks the frame-to-sample map: on-the-fly augmentation refuses ``vad: true``.
 
+Sources and babble
+    The source sets are read by :class:`spk.augment.sources.SourceSet` and
+    babble follows :mod:`spk.augment.babble` (talkers each at their own SNR,
+    never the chunk's own speaker, by the training dir's ``utt2spk``), as in
+    offline augmentation (``spk augment data``).
+
 CMVN of an augmented chunk
     ``utterance`` CMVN uses the statistics of the augmented chunk itself, not of
     the clean utterance: at test time the model sees features normalised by the
@@ -35,31 +41,30 @@ Determinism
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from dataclasses import replace
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 from tqdm import tqdm
 
-from spk.audio import AudioError, AudioReader, is_pipe, read_segment
-from spk.augment import add_noise, reverberate, spec_augment
-from spk.data import read_segments, read_utt2dur, read_wav_scp
-from spk.features import FeatureConfig, compute_features, normalise
+from spk.audio import AudioError, AudioReader
+from spk.augment.babble import babble_track
+from spk.augment.errors import AugmentError
+from spk.augment.ops import add_noise, reverberate, spec_augment
+from spk.augment.sources import SourceSet
+from spk.data import read_segments, read_utt2spk, read_wav_scp
 from spk.experiment import AugmentConfig
-from spk.train.dataset import Batch
+from spk.features import FeatureConfig, compute_features, normalise
 
 logger = logging.getLogger(__name__)
 
 # Salts that keep the augmentation's random streams apart from the sampler's ([seed, epoch], [seed, epoch, 1]).
 _CHUNK_STREAM = 0x617567  # "aug"
 _SPEC_STREAM = 0x737065  # "spe"
-
-
-class AugmentSetupError(ValueError):
-    """An augmentation source or the training data cannot serve on-the-fly augmentation."""
+RIR_KEEP = 512  # impulse responses kept in memory
 
 
 class WaveformStore:
@@ -73,13 +78,13 @@ class WaveformStore:
     def __init__(self, data_dir: Path, utts: list[str], sample_rate: int, *, preload: bool = True):
         data_dir = Path(data_dir)
         if not (data_dir / "wav.scp").is_file():
-            raise AugmentSetupError(f"{data_dir}/wav.scp is missing: on-the-fly augmentation reads the training "
+            raise AugmentError(f"{data_dir}/wav.scp is missing: on-the-fly augmentation reads the training "
                                     f"audio; give a training data dir with wav.scp, or drop `augment` from the config")
         segments = read_segments(data_dir / "segments") if (data_dir / "segments").is_file() else None
         self._reader = AudioReader(read_wav_scp(data_dir / "wav.scp"), segments, target_rate=sample_rate)
         missing = sorted(set(utts) - set(self._reader.utt_ids))
         if missing:
-            raise AugmentSetupError(f"{data_dir}: {len(missing)} training utterances have features but no audio in "
+            raise AugmentError(f"{data_dir}: {len(missing)} training utterances have features but no audio in "
                                     f"wav.scp{'/segments' if segments else ''} (e.g. {missing[0]!r}); on-the-fly "
                                     f"augmentation needs the audio of every utterance")
         self._cache: dict[str, np.ndarray] | None = None
@@ -94,7 +99,7 @@ class WaveformStore:
         try:
             return self._reader.read(utt)
         except AudioError as err:
-            raise AugmentSetupError(f"training audio for on-the-fly augmentation: {err}") from None
+            raise AugmentError(f"training audio for on-the-fly augmentation: {err}") from None
 
     def _stored(self, utt: str) -> np.ndarray:
         if self._cache is not None:
@@ -126,106 +131,6 @@ def _compact(wave: np.ndarray) -> np.ndarray:
     return wave
 
 
-class SourceSet:
-    """Recordings of an augmentation data dir (noise, music, speech or RIRs) read on demand.
-
-    Durations come from ``utt2dur`` when present (else from the files'
-    headers, or by decoding); a random stretch of a recording is read by range,
-    so large sets such as MUSAN need no memory.  Piped entries are decoded once and kept.
-    """
-
-    def __init__(self, data_dir: str | Path, key: str, sample_rate: int, *, channel: str | int = "mean"):
-        path = Path(data_dir)
-        if not (path / "wav.scp").is_file():
-            raise AugmentSetupError(
-                f"{key}: {data_dir} is not a data dir with wav.scp (looked for {path.resolve() / 'wav.scp'}; "
-                f"relative paths are relative to the working directory). Prepare it first (e.g. "
-                f"`python -m local.musan` / `python -m local.rirs_noises`), or remove {key} from the config")
-        self.key, self.rate, self.channel = key, sample_rate, channel
-        self._wav_scp = read_wav_scp(path / "wav.scp")
-        self._segments = read_segments(path / "segments") if (path / "segments").is_file() else None
-        self._reader = AudioReader(self._wav_scp, self._segments, target_rate=sample_rate, channel=channel)
-        self.ids = self._reader.utt_ids
-        if not self.ids:
-            raise AugmentSetupError(f"{key}: {path}/wav.scp lists no recordings")
-        self._durations = self._read_durations(path)
-        self._decoded: dict[str, np.ndarray] = {}
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def _read_durations(self, path: Path) -> np.ndarray:
-        if (path / "utt2dur").is_file():
-            utt2dur = read_utt2dur(path / "utt2dur")
-            missing = [i for i in self.ids if i not in utt2dur]
-            if missing:
-                raise AugmentSetupError(f"{self.key}: {path}/utt2dur has no duration for {missing[0]!r} "
-                                        f"({len(missing)} missing); remove utt2dur or fix it")
-            return np.array([utt2dur[i] for i in self.ids], dtype=np.float64)
-        logger.info("%s: %s has no utt2dur; reading the durations of %d recordings", self.key, path, len(self.ids))
-        return np.array([self._duration(i) for i in self.ids], dtype=np.float64)
-
-    def _duration(self, utt: str) -> float:
-        source = self._wav_scp.get(utt)
-        if self._segments is None and source is not None and not is_pipe(source):
-            try:
-                return sf.info(source).duration
-            except RuntimeError as err:
-                raise AugmentSetupError(f"{self.key}: cannot read {source!r} ({err})") from None
-        return len(self._whole(utt)) / self.rate
-
-    def _whole(self, utt: str) -> np.ndarray:
-        """All samples of one recording (piped ones decoded once and kept)."""
-        if utt in self._decoded:
-            return self._decoded[utt]
-        try:
-            wave = self._reader.read(utt)
-        except AudioError as err:
-            raise AugmentSetupError(f"{self.key}: {err}") from None
-        rec = self._segments[utt][0] if self._segments is not None else utt
-        if is_pipe(self._wav_scp[rec]):
-            self._decoded[utt] = wave
-        return wave
-
-    def recording(self, rng: np.random.Generator) -> np.ndarray:
-        """A whole random recording (e.g. an impulse response)."""
-        return self._whole(self.ids[int(rng.integers(len(self.ids)))])
-
-    def stretch(self, num_samples: int, rng: np.random.Generator) -> np.ndarray:
-        """``num_samples`` samples of a random recording from a random offset, tiled when it is shorter."""
-        index = int(rng.integers(len(self.ids)))
-        utt, duration = self.ids[index], float(self._durations[index])
-        length_s = num_samples / self.rate
-        if duration <= length_s:
-            wave = self._whole(utt)
-        else:
-            offset = float(rng.uniform(0.0, duration - length_s))
-            wave = self._read_range(utt, offset, offset + length_s)
-        if len(wave) == 0:
-            raise AugmentSetupError(f"{self.key}: recording {utt!r} has no samples where its duration says "
-                                    f"{duration:.3f} s; fix utt2dur or drop the recording")
-        return np.resize(wave, num_samples)  # tiles a short (or a rounding-short) stretch
-
-    def _read_range(self, utt: str, start: float, end: float) -> np.ndarray:
-        try:
-            return self._read_range_of(utt, start, end)
-        except AudioError as err:
-            raise AugmentSetupError(f"{self.key}: {err}") from None
-
-    def _read_range_of(self, utt: str, start: float, end: float) -> np.ndarray:
-        source = self._wav_scp.get(utt) if self._segments is None else None
-        if source is not None and not is_pipe(source):
-            return read_segment(source, start, end, target_rate=self.rate, channel=self.channel, utt_id=utt)
-        if self._segments is not None:
-            rec, seg_start, _ = self._segments[utt]
-            if not is_pipe(self._wav_scp[rec]):
-                return read_segment(self._wav_scp[rec], seg_start + start, seg_start + end,
-                                    target_rate=self.rate, channel=self.channel, utt_id=utt)
-        whole = self._whole(utt)
-        first = int(round(start * self.rate))
-        return whole[first:first + int(round((end - start) * self.rate))]
-
-
 class ChunkAugmenter:
     """Replaces a random share of a batch's chunks by features of augmented audio, then applies SpecAugment.
 
@@ -235,19 +140,21 @@ class ChunkAugmenter:
     """
 
     def __init__(self, config: AugmentConfig, feature_config: FeatureConfig, waves: WaveformStore | None,
-                 sources: dict[str, SourceSet], *, seed: int, global_stats: np.ndarray | None = None):
+                 sources: dict[str, SourceSet], *, seed: int, global_stats: np.ndarray | None = None,
+                 utt2spk: Mapping[str, str] | None = None):
         if feature_config.vad and config.prob > 0:
-            raise AugmentSetupError(
+            raise AugmentError(
                 "augment: on-the-fly waveform augmentation needs features without energy VAD (vad: false): VAD "
                 "drops frames, so chunk frames no longer map to samples. Use features without VAD, or "
                 "augment offline (augmented copies of the data dir)")
         self.config = config
         self.features = feature_config
-        self._compute_config = replace(feature_config, dither=0.0)  # dither is added here, from the chunk's rng
+        self._compute_config = dataclasses.replace(feature_config, dither=0.0)  # dither is added here, from the chunk's rng
         self.waves = waves
         self.sources = sources
         self.seed = seed
         self.global_stats = global_stats
+        self.utt2spk = dict(utt2spk or {})  # babble leaves out the chunk's own speaker
         self.shift = int(feature_config.sample_rate * feature_config.frame_shift_ms / 1000)
         self.window = int(feature_config.sample_rate * feature_config.frame_length_ms / 1000)
         self.context = feature_config.delta_order * feature_config.delta_window
@@ -265,18 +172,21 @@ class ChunkAugmenter:
         for name in ("noise", "music", "babble"):
             part = getattr(config, name)
             if part is not None and (part.weight > 0 or (name == "noise" and config.reverb_noise)):
-                sources[name] = SourceSet(part.data, f"augment.{name}.data", rate)
+                sources[name] = SourceSet(part.data, f"augment.{name}.data", rate=rate)
         if config.reverb is not None and (config.reverb.weight > 0 or config.reverb_noise):
-            sources["reverb"] = SourceSet(config.reverb.data, "augment.reverb.data", rate, channel=0)
+            sources["reverb"] = SourceSet(config.reverb.data, "augment.reverb.data", rate=rate, channel=0,
+                                          keep=RIR_KEEP)
         waves = WaveformStore(train_dir, utts, rate, preload=preload) if config.prob > 0 else None
         for name, source in sources.items():
             logger.info("augmentation source %s: %d recordings", name, len(source))
-        return cls(config, feature_config, waves, sources, seed=seed, global_stats=global_stats)
+        utt2spk = read_utt2spk(Path(train_dir) / "utt2spk") if (Path(train_dir) / "utt2spk").is_file() else None
+        return cls(config, feature_config, waves, sources, seed=seed, global_stats=global_stats, utt2spk=utt2spk)
 
     # --- the batch -------------------------------------------------------------------------------
 
-    def __call__(self, batch: Batch, chunks: list[tuple[str, int]], epoch: int, batch_index: int) -> Batch:
-        """``batch`` with its chosen chunks augmented and SpecAugment applied (a new Batch)."""
+    def __call__(self, batch, chunks: list[tuple[str, int]], epoch: int, batch_index: int):
+        """``batch`` (a :class:`spk.train.dataset.Batch`) with its chosen chunks augmented and SpecAugment
+        applied: a new batch."""
         length = int(batch.feats.shape[1])
         feats = batch.feats
         if self.config.prob > 0:
@@ -293,14 +203,14 @@ class ChunkAugmenter:
             feats = spec_augment(feats, batch.lengths, time_masks=spec.time_masks, max_time_width=spec.max_time_width,
                                  freq_masks=spec.freq_masks, max_freq_width=spec.max_freq_width,
                                  generator=generator, prob=spec.prob)
-        return Batch(feats=feats, lengths=batch.lengths, labels=batch.labels)
+        return dataclasses.replace(batch, feats=feats)
 
     # --- one chunk -------------------------------------------------------------------------------
 
     def augmented_chunk(self, utt: str, start: int, length: int, rng: np.random.Generator) -> np.ndarray:
         """Normalised features of frames ``[start, start + length)`` of ``utt``, from audio augmented by one kind."""
         kind = self.kinds[int(rng.choice(len(self.kinds), p=self.kind_probs))]
-        feats = self.chunk_features(utt, start, length, lambda wave: self._augment(wave, kind, rng), rng=rng)
+        feats = self.chunk_features(utt, start, length, lambda wave: self._augment(wave, kind, rng, utt), rng=rng)
         return normalise(feats, self.features, global_stats=self.global_stats)
 
     def sample_range(self, first_frame: int, num_frames: int) -> tuple[int, int]:
@@ -317,7 +227,7 @@ class ChunkAugmenter:
         """
         total_frames = self._frames_in(self.waves.num_samples(utt))
         if start < 0 or start + length > total_frames:
-            raise AugmentSetupError(
+            raise AugmentError(
                 f"utterance {utt!r}: frames [{start}, {start + length}) are outside its audio's {total_frames} "
                 f"frames; the features must be computed from the same wav.scp (rerun stage 1)")
         first = max(0, start - self.context)
@@ -331,7 +241,7 @@ class ChunkAugmenter:
                 len(stretch)).astype(np.float32)
         feats = compute_features(stretch, self._compute_config)
         if len(feats) != last - first:
-            raise AugmentSetupError(f"utterance {utt!r}: {end - begin} samples gave {len(feats)} frames, "
+            raise AugmentError(f"utterance {utt!r}: {end - begin} samples gave {len(feats)} frames, "
                                     f"expected {last - first}; the frame options do not match the audio")
         return feats[start - first:start - first + length]
 
@@ -346,26 +256,23 @@ class ChunkAugmenter:
             expected = int(num_frames(utt))
             got = self._frames_in(self.waves.num_samples(utt))
             if got != expected:
-                raise AugmentSetupError(
+                raise AugmentError(
                     f"utterance {utt!r}: its audio in wav.scp gives {got} frames but feats.scp has {expected}; "
                     f"on-the-fly augmentation needs features computed from this wav.scp with the feature config "
                     f"of training (rerun stage 1)")
 
-    def _augment(self, wave: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
+    def _augment(self, wave: np.ndarray, kind: str, rng: np.random.Generator, utt: str) -> np.ndarray:
         if kind in ("reverb", "reverb_noise"):
-            wave = reverberate(wave, self.sources["reverb"].recording(rng))
+            rirs = self.sources["reverb"]
+            wave = reverberate(wave, rirs.whole(rirs.pick(rng)))
             if kind == "reverb":
                 return wave
             kind = "noise"
         part = getattr(self.config, kind)
-        snr = float(rng.uniform(*part.snr))
         source = self.sources[kind]
         if kind == "babble":
-            talkers = int(rng.integers(part.speakers[0], part.speakers[1] + 1))
-            noise = np.zeros(len(wave), dtype=np.float64)
-            for _ in range(talkers):
-                talker = source.stretch(len(wave), rng).astype(np.float64)
-                noise += talker / (np.sqrt(np.mean(talker**2)) + 1e-9)
-        else:
-            noise = source.stretch(len(wave), rng)
-        return add_noise(wave, noise.astype(np.float32), snr)
+            track, snr, _ = babble_track(source, len(wave), rng, count=part.speakers, snr_range=part.snr,
+                                         speaker=self.utt2spk.get(utt))
+            return add_noise(wave, track, snr)
+        snr = float(rng.uniform(*part.snr))
+        return add_noise(wave, source.stretch(len(wave), rng), snr)

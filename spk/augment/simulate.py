@@ -1,8 +1,10 @@
 """Simulated acoustic conditions: coloured noise, room impulse responses, channel EQ, SNR mixing.
 
-These are the built-in sources for machines without MUSAN or RIRS_NOISES: the
-``mini`` corpus uses them to give each recording session its own channel, and
-augmentation can use them as noise and reverberation sources.
+The ``mini`` corpus (``local/mini.py``) uses them to give each recording session
+its own channel; the built-in sources (:mod:`spk.augment.builtin`) use the
+coloured noises. ``reverberate`` here keeps the RIR's scale and takes its first
+sample as the direct path (the RIRs of :func:`exponential_rir`); augmentation
+uses :func:`spk.augment.ops.reverberate` (unit-energy RIR, aligned to its peak).
 
 Every function takes a ``numpy.random.Generator`` so results are reproducible.
 """

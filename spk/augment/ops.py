@@ -1,4 +1,4 @@
-"""Data augmentation operations on waveforms and feature batches.
+"""The augmentation operations on waveforms and feature batches (no sources, no data dirs).
 
 Waveform operations (numpy, float32 mono in, float32 out, same conventions as
 :mod:`spk.audio`):
@@ -25,7 +25,7 @@ import numpy as np
 import soxr
 from scipy import signal
 
-from spk.simulate import mix_at_snr
+from spk.augment.simulate import mix_at_snr
 
 if TYPE_CHECKING:  # torch is imported where it is used, so that offline augmentation workers do not load it
     import torch
