@@ -26,7 +26,9 @@ is configured under ``augment``; see :class:`AugmentConfig`::
       reverb: {data: data/rirs}
       spec_augment: {prob: 0.5}
 
-Unknown keys are errors.  Stage 3 resolves the config (defaults filled in, the
+Unknown keys, values of the wrong type (``epochs: 12.5``, ``preload: "no"``) and keys
+set twice are errors that name the file and the key, raised when the config is read
+(see :mod:`spk.configs`).  Stage 3 resolves the config (defaults filled in, the
 feature config and training speakers added) and saves it as
 ``exp/<tag>/config.yaml``; later stages read only that file.
 """
@@ -40,7 +42,7 @@ from typing import Any
 
 import yaml
 
-from spk.configs import dataclass_from_dict, read_yaml_mapping
+from spk.configs import check_types, dataclass_from_dict, is_number, is_whole_number, load_yaml, read_yaml_mapping
 
 
 class ConfigError(ValueError):
@@ -123,6 +125,7 @@ class ExperimentConfig:
             raise ConfigError(f"finetune: {', '.join(fixed)} cannot change between phases (the model "
                               f"architecture is shared); allowed: training options such as loss, "
                               f"loss_conf, head, optimizer_conf, epochs")
+        check_types(type(self), self.finetune, ConfigError, prefix="finetune.")
         first = replace(self, finetune={})
         try:
             second = replace(first, **self.finetune)
@@ -290,10 +293,9 @@ def _additive(value: Any, key: str, *, babble: bool) -> AdditiveSource:
 
 def _range(value: Any, key: str, kind: type, *, minimum: float | None = None) -> tuple:
     """``[low, high]`` with ``low <= high`` (and ``low >= minimum``) as a tuple of ``kind``."""
-    if not isinstance(value, (list, tuple)) or len(value) != 2 \
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+    if not isinstance(value, (list, tuple)) or len(value) != 2 or not all(is_number(v) for v in value):
         raise ConfigError(f"{key}: expected [low, high], got {value!r}")
-    if kind is int and not all(float(v).is_integer() for v in value):
+    if kind is int and not all(is_whole_number(v) for v in value):
         raise ConfigError(f"{key}: expected whole numbers, got {list(value)}")
     low, high = (kind(v) for v in value)
     if low > high or (minimum is not None and low < minimum):
@@ -303,15 +305,14 @@ def _range(value: Any, key: str, kind: type, *, minimum: float | None = None) ->
 
 
 def _number(value: Any, key: str, low: float, high: float | None = None) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < low \
-            or (high is not None and value > high):
+    if not is_number(value) or value < low or (high is not None and value > high):
         bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
         raise ConfigError(f"{key}: expected a number {bound}, got {value!r}")
     return float(value)
 
 
 def _count(value: Any, key: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+    if not is_whole_number(value) or value < 0:
         raise ConfigError(f"{key}: expected a whole number >= 0, got {value!r}")
     return value
 
@@ -327,7 +328,7 @@ def apply_overrides(values: dict[str, Any], overrides: list[str] | tuple[str, ..
 
     VALUE is read as YAML (``epochs=30``, ``chunk_frames=[150,250]``, ``encoder=gru``);
     dotted keys reach into nested options (``loss_conf.margin=0.3``, ``finetune.epochs=6``).
-    Unknown keys are reported when the config is built.
+    Unknown keys and values of the wrong type are reported when the config is built.
     """
     values = copy.deepcopy(values)
     for override in overrides:
@@ -335,7 +336,7 @@ def apply_overrides(values: dict[str, Any], overrides: list[str] | tuple[str, ..
         if not sep or not key:
             raise ConfigError(f"override {override!r}: expected KEY=VALUE, e.g. epochs=30 or loss_conf.margin=0.3")
         try:
-            value = yaml.safe_load(text)
+            value = load_yaml(text)
         except yaml.YAMLError as error:
             raise ConfigError(f"override {override!r}: the value is not valid YAML ({error})") from None
         *parents, last = key.split(".")

@@ -84,12 +84,12 @@ class FeatureConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "feature config") -> "FeatureConfig":
-        """Build from a mapping; unknown keys are an error that names them and ``source``."""
+        """Build from a mapping; unknown keys and values of the wrong type are errors naming ``source``."""
         return dataclass_from_dict(cls, values, source, FeatureConfigError)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "FeatureConfig":
-        """Read a YAML feature config such as ``conf/fbank.yaml``."""
+        """Read a YAML feature config such as ``conf/fbank.yaml`` (checked as :meth:`from_dict`; no key twice)."""
         return cls.from_dict(read_yaml_mapping(path, FeatureConfigError), source=str(path))
 
     def to_dict(self) -> dict[str, Any]:

@@ -57,6 +57,7 @@ def test_phases_of_a_two_phase_config():
     ({"embedding_dim": 16}, "embedding_dim cannot change between phases"),
     ({"epochs": 0}, "epochs: must be positive"),
     ({"speaker_balance": "upsample"}, "speaker_balance: unknown 'upsample'"),
+    ({"epochs": 2.5}, "finetune.epochs: expected a whole number, got 2.5"),
 ])
 def test_bad_finetune_phase_is_named_before_training(finetune, message):
     with pytest.raises(ConfigError, match="finetune"):
@@ -175,6 +176,7 @@ def test_overrides_set_plain_and_nested_keys(tmp_path):
     ("epoch=3", "unknown key(s) epoch"),
     ("epochs.x=3", "epochs is not a mapping"),
     ("loss_conf={a: [", "not valid YAML"),
+    ("epochs=12.5", "epochs: expected a whole number, got 12.5"),
 ])
 def test_bad_override_is_named(tmp_path, override, message):
     path = tmp_path / "c.yaml"

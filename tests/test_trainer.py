@@ -120,7 +120,7 @@ def test_config_unknown_key_is_named():
     assert "epochs" in str(err.value)  # lists the known keys
 
 
-@pytest.mark.parametrize("chunk", [[80, 50], [0, 10], [100]])
+@pytest.mark.parametrize("chunk", [[80, 50], [0, 10], [100], [100.5, 200]])
 def test_config_bad_chunk_frames(chunk):
     with pytest.raises(ConfigError, match="chunk_frames"):
         ExperimentConfig.from_dict({"chunk_frames": chunk})

@@ -54,6 +54,12 @@ def egs(src, dst, min_frames, min_utts, valid_per_spk, valid_speakers, seed):
 def train(config_path, feature_config, train_dir, valid_dir, valid_trials_dir, exp_dir, device, resume, threads,
           overrides):
     """Train a speaker embedder into EXP_DIR (config.yaml, models/, train_log.jsonl, plots/)."""
+    try:  # both configs are read and checked before anything else is loaded or done
+        config = ExperimentConfig.from_yaml(config_path, overrides)
+        features = FeatureConfig.from_yaml(feature_config) if feature_config else FeatureConfig()
+    except (ConfigError, FeatureConfigError) as error:
+        raise click.ClickException(str(error)) from None
+
     import torch
 
     from spk.train.trainer import TrainingInterrupted
@@ -62,8 +68,6 @@ def train(config_path, feature_config, train_dir, valid_dir, valid_trials_dir, e
     if threads:
         torch.set_num_threads(threads)
     try:
-        config = ExperimentConfig.from_yaml(config_path, overrides)
-        features = FeatureConfig.from_yaml(feature_config) if feature_config else FeatureConfig()
         validate_data_dir(train_dir, need_feats=True)
         for extra in (valid_dir, valid_trials_dir):
             if extra:
