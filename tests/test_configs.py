@@ -16,6 +16,7 @@ from spk.features import FeatureConfig, FeatureConfigError
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted({path.resolve() for path in [*ROOT.glob("conf/*.yaml"), *ROOT.glob("recipes/*/conf/*.yaml")]})
 FEATURE_KEYS = {f.name for f in fields(FeatureConfig)}
+EXP, FEAT = (ExperimentConfig, ConfigError), (FeatureConfig, FeatureConfigError)
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda path: str(path.relative_to(ROOT)))
@@ -35,27 +36,30 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("text, message", [
-    ("epochs: 12.5\n", "epochs: expected a whole number, got 12.5"),
-    ("epochs: 12.0\n", "epochs: expected a whole number, got 12.0"),
-    ('preload: "no"\n', "preload: expected true or false, got 'no' (a quoted string: write it without quotes)"),
-    ("preload: 1\n", "preload: expected true or false, got 1"),
-    ('batch_size: "64"\n', "batch_size: expected a whole number, got '64'"),
-    ("grad_clip: five\n", "grad_clip: expected a number, got 'five'"),
-    ("epochs: true\n", "epochs: expected a whole number, got True"),
-    ("encoder: 3\n", "encoder: expected a string, got 3"),
-    ("chunk_frames: [150.5, 300]\n", "chunk_frames: expected a list of 2 whole numbers, got [150.5, 300]"),
-    ("segment_layers: 256\n", "segment_layers: expected a list of whole numbers, got 256"),
-    ("encoder_conf: [256, 2]\n", "encoder_conf: expected a mapping of key: value, got [256, 2]"),
-    ("finetune: {epochs: 2.5}\n", "finetune.epochs: expected a whole number, got 2.5"),
-    ("augment: {spec_augment: {time_masks: 1.5}}\n", "augment.spec_augment.time_masks: expected a whole number"),
-    ('augment: {noise: {data: d, snr: [0, "15"]}}\n', "augment.noise.snr: expected [low, high]"),
-    ("augment: {babble: {data: d, snr: [0, 5], speakers: [3.0, 7]}}\n", "augment.babble.speakers: expected whole"),
+@pytest.mark.parametrize("config, error_type, text, message", [
+    (*EXP, "epochs: 12.5\n", "epochs: expected a whole number, got 12.5"),
+    (*EXP, "epochs: 12.0\n", "epochs: expected a whole number, got 12.0"),
+    (*EXP, 'preload: "no"\n', "preload: expected true or false, got 'no' (a quoted string: write it without quotes"),
+    (*EXP, "preload: 1\n", "preload: expected true or false, got 1"),
+    (*EXP, 'batch_size: "64"\n', "batch_size: expected a whole number, got '64'"),
+    (*EXP, "grad_clip: five\n", "grad_clip: expected a number, got 'five'"),
+    (*EXP, "epochs: true\n", "epochs: expected a whole number, got True"),
+    (*EXP, "encoder: 3\n", "encoder: expected a string, got 3"),
+    (*EXP, "chunk_frames: [150.5, 300]\n", "chunk_frames: expected a list of 2 whole numbers, got [150.5"),
+    (*EXP, "segment_layers: 256\n", "segment_layers: expected a list of whole numbers, got 256"),
+    (*EXP, "encoder_conf: [256, 2]\n", "encoder_conf: expected a mapping of key: value, got [256, 2]"),
+    (*EXP, "finetune: {epochs: 2.5}\n", "finetune.epochs: expected a whole number, got 2.5"),
+    (*EXP, "augment: {spec_augment: {time_masks: 1.5}}\n", "augment.spec_augment.time_masks: expected a whole"),
+    (*EXP, 'augment: {noise: {data: d, snr: [0, "15"]}}\n', "augment.noise.snr: expected [low, high]"),
+    (*EXP, "augment: {babble: {data: d, snr: [0, 5], speakers: [3.0, 7]}}\n", "augment.babble.speakers: expected"),
+    (*FEAT, 'vad: "no"\n', "vad: expected true or false, got 'no'"),
+    (*FEAT, "num_mel_bins: 80.5\n", "num_mel_bins: expected a whole number, got 80.5"),
+    (*FEAT, "frame_shift_ms: ten\n", "frame_shift_ms: expected a number, got 'ten'"),
 ])
-def test_experiment_value_of_the_wrong_type_names_file_and_key(tmp_path, text, message):
+def test_value_of_the_wrong_type_names_file_and_key(tmp_path, config, error_type, text, message):
     path = write(tmp_path, text)
-    with pytest.raises(ConfigError) as error:
-        ExperimentConfig.from_yaml(path)
+    with pytest.raises(error_type) as error:
+        config.from_yaml(path)
     assert str(error.value).startswith(f"{path}: ")
     assert message in str(error.value)
 
@@ -67,24 +71,11 @@ def test_whole_numbers_are_valid_floats_and_keep_their_value(tmp_path):
     assert features.frame_length_ms == 25 and features.to_dict()["frame_length_ms"] == 25  # feats.conf text unchanged
 
 
-@pytest.mark.parametrize("text, message", [
-    ('vad: "no"\n', "vad: expected true or false, got 'no'"),
-    ("num_mel_bins: 80.5\n", "num_mel_bins: expected a whole number, got 80.5"),
-    ("frame_shift_ms: ten\n", "frame_shift_ms: expected a number, got 'ten'"),
-])
-def test_feature_value_of_the_wrong_type_names_file_and_key(tmp_path, text, message):
-    path = write(tmp_path, text)
-    with pytest.raises(FeatureConfigError) as error:
-        FeatureConfig.from_yaml(path)
-    assert str(error.value).startswith(f"{path}: {message}")
-
-
-@pytest.mark.parametrize("reader, error_type", [(ExperimentConfig.from_yaml, ConfigError),
-                                                (FeatureConfig.from_yaml, FeatureConfigError)])
-def test_duplicate_key_names_file_line_and_key(tmp_path, reader, error_type):
+@pytest.mark.parametrize("config, error_type", [EXP, FEAT])
+def test_duplicate_key_names_file_line_and_key(tmp_path, config, error_type):
     path = write(tmp_path, "# comment\nseed: 1\ndither: 0.0\nseed: 2\n")
     with pytest.raises(error_type) as error:
-        reader(path)
+        config.from_yaml(path)
     assert str(error.value).startswith(f"{path}, line 4: duplicate key 'seed' (first set on line 2)")
 
 
