@@ -9,6 +9,7 @@ import importlib
 
 import click
 
+from spk import __version__
 from spk.log import setup_logging
 
 # command name -> (module under spk.bin, attribute holding the click command or group)
@@ -72,7 +73,7 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--verbose", "-v", is_flag=True, help="Log debug messages too.")
-@click.version_option(package_name="spk")
+@click.version_option(version=__version__, package_name="spk")
 def main(verbose: bool) -> None:
     """spk: speaker verification and identification with RNN embedders."""
     setup_logging(verbose)

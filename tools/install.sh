@@ -18,8 +18,9 @@ if [ ! -x .venv/bin/python ]; then
     log "error: could not create a virtualenv; on Debian/Ubuntu: apt-get install python3-venv"; exit 1; }
 fi
 
+# Reinstall when the package metadata changes: pyproject.toml, and the version it reads from spk/__init__.py.
 stamp=.venv/.spk-install-stamp
-want="$(cat setup.cfg pyproject.toml | sha256sum | cut -d' ' -f1)"
+want="$( { cat pyproject.toml; grep '^__version__' spk/__init__.py; } | sha256sum | cut -d' ' -f1)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && .venv/bin/python -c 'import spk, torch' 2>/dev/null; then
   log "spk is installed and current in .venv"
   exit 0
