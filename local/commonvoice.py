@@ -25,6 +25,9 @@ import hashlib
 import logging
 from pathlib import Path
 
+import click
+
+from local.cli import COMMAND_SETTINGS, prep_errors, prep_options, words
 from local.corpus import CorpusError, SkipLog, Utterance, by_speaker, file_problem, whole_file
 from local.datadirs import DataSet, write_data_dirs
 from local.splits import draw, split_by_count
@@ -116,10 +119,9 @@ def select_speakers(utterances: list[Utterance], *, min_utts: int, max_utts: int
     return kept
 
 
-def prepare(corpus_dir: str | Path, data_dir: str | Path, *, languages: tuple[str, ...] = ("en",),
-            min_utts_per_speaker: int = 5, max_utts_per_speaker: int | None = None, num_test_speakers: int = 50,
-            ident_utts_per_speaker: int = 2, max_targets_per_speaker: int | None = 100,
-            seed: int = 0) -> dict[str, DataDirSummary]:
+def prepare(corpus_dir: str | Path, data_dir: str | Path, *, languages: tuple[str, ...], min_utts_per_speaker: int,
+            max_utts_per_speaker: int | None, num_test_speakers: int, ident_utts_per_speaker: int,
+            max_targets_per_speaker: int | None = 100, seed: int) -> dict[str, DataDirSummary]:
     """Write ``train``, ``ident_test`` (unless ``ident_utts_per_speaker`` is 0) and ``test`` (with ``trials``).
 
     See the module docstring. A training speaker with too few clips to hold some
@@ -168,35 +170,22 @@ def prepare(corpus_dir: str | Path, data_dir: str | Path, *, languages: tuple[st
     return write_data_dirs(data_dir, sets)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``python -m local.commonvoice``: write the Common Voice data dirs."""
-    import click
-
-    from local.cli import COMMAND_SETTINGS, prep_errors, prep_options, words
-
-    @click.command(context_settings=COMMAND_SETTINGS)
-    @prep_options(corpus_help="A Common Voice release folder, holding <lang>/validated.tsv and <lang>/clips/.",
-                  max_targets_per_speaker=100)
-    @click.option("--languages", default="en", show_default=True, callback=words,
-                  help="Language folders to read, separated by spaces or commas.")
-    @click.option("--min-utts-per-speaker", default=5, show_default=True,
-                  help="Leave out speakers with fewer clips.")
-    @click.option("--max-utts-per-speaker", default=0, show_default=True,
-                  help="Keep at most this many clips of a speaker, drawn at random (0: all).")
-    @click.option("--num-test-speakers", default=50, show_default=True,
-                  help="Speakers held out of training for the trials.")
-    @click.option("--ident-utts-per-speaker", default=2, show_default=True,
-                  help="Clips of each training speaker held out for identification (0: no ident_test).")
-    def command(corpus_dir, languages, data_dir, min_utts_per_speaker, max_utts_per_speaker, num_test_speakers,
-                ident_utts_per_speaker, max_targets_per_speaker, seed):
-        with prep_errors():
-            prepare(corpus_dir, data_dir, languages=languages, min_utts_per_speaker=min_utts_per_speaker,
-                    max_utts_per_speaker=max_utts_per_speaker or None, num_test_speakers=num_test_speakers,
-                    ident_utts_per_speaker=ident_utts_per_speaker,
-                    max_targets_per_speaker=max_targets_per_speaker or None, seed=seed)
-
-    command.main(args=argv, prog_name="python -m local.commonvoice", standalone_mode=True)
-
-
-if __name__ == "__main__":
-    main()
+@click.command("commonvoice", context_settings=COMMAND_SETTINGS)
+@prep_options(corpus_help="A Common Voice release folder, holding <lang>/validated.tsv and <lang>/clips/.",
+              max_targets_per_speaker=100)
+@click.option("--languages", required=True, callback=words,
+              help="Language folders to read, separated by spaces or commas.")
+@click.option("--min-utts-per-speaker", type=int, required=True, help="Leave out speakers with fewer clips.")
+@click.option("--max-utts-per-speaker", type=int, required=True,
+              help="Keep at most this many clips of a speaker, drawn at random (0: all).")
+@click.option("--num-test-speakers", type=int, required=True, help="Speakers held out of training for the trials.")
+@click.option("--ident-utts-per-speaker", type=int, required=True,
+              help="Clips of each training speaker held out for identification (0: no ident_test).")
+def command(corpus_dir, languages, data_dir, min_utts_per_speaker, max_utts_per_speaker, num_test_speakers,
+            ident_utts_per_speaker, max_targets_per_speaker, seed) -> None:
+    """Common Voice: write train, ident_test and test (with trials)."""
+    with prep_errors():
+        prepare(corpus_dir, data_dir, languages=languages, min_utts_per_speaker=min_utts_per_speaker,
+                max_utts_per_speaker=max_utts_per_speaker or None, num_test_speakers=num_test_speakers,
+                ident_utts_per_speaker=ident_utts_per_speaker,
+                max_targets_per_speaker=max_targets_per_speaker or None, seed=seed)

@@ -38,6 +38,9 @@ import logging
 import re
 from pathlib import Path
 
+import click
+
+from local.cli import COMMAND_SETTINGS, prep_errors, prep_options, required_switch, words
 from local.corpus import (
     CorpusError,
     SkipLog,
@@ -218,11 +221,10 @@ def plan_sets(utterances: list[Utterance], subset_of: dict[str, str], *, test_su
     return sets
 
 
-def prepare(corpus_dir: str | Path, data_dir: str | Path, *, subsets: tuple[str, ...] = ("train-clean-100",),
-            test_subsets: tuple[str, ...] | None = None, segment_length: float = 0.0,
-            min_segment_length: float = 2.0, num_test_speakers: int = 50, train_seconds_per_speaker: float = 12.0,
-            max_targets_per_speaker: int | None = 500, seed: int = 0,
-            progress: bool = True) -> dict[str, DataDirSummary]:
+def prepare(corpus_dir: str | Path, data_dir: str | Path, *, subsets: tuple[str, ...],
+            test_subsets: tuple[str, ...] | None = None, segment_length: float, min_segment_length: float,
+            num_test_speakers: int, train_seconds_per_speaker: float, max_targets_per_speaker: int | None = 500,
+            seed: int, progress: bool = True) -> dict[str, DataDirSummary]:
     """Write ``train``, ``ident_test`` and ``test`` (with ``trials``) under ``data_dir``; see the module docstring.
 
     ``test_subsets`` default to the ``test-*`` subsets among ``subsets``.
@@ -276,44 +278,31 @@ def download_subsets(subsets: tuple[str, ...], corpus_dir: str | Path, download_
                           present=(corpus_dir / "LibriSpeech" / subset, corpus_dir / subset), **options)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``python -m local.librispeech``: optionally download, then write the data dirs."""
-    import click
-
-    from local.cli import COMMAND_SETTINGS, prep_errors, prep_options, words
-
-    @click.command(context_settings=COMMAND_SETTINGS)
-    @prep_options(corpus_help="Folder holding LibriSpeech/<subset>/ (downloads are extracted here).",
-                  max_targets_per_speaker=500)
-    @click.option("--subsets", default="train-clean-100", show_default=True, callback=words,
-                  help="Subsets to read, separated by spaces or commas.")
-    @click.option("--test-subsets", default=None, callback=words,
-                  help="Subsets whose speakers are held out for trials [default: the test-* ones of --subsets].")
-    @click.option("--segment-length", default=0.0, show_default=True,
-                  help="Cut files into segments of this many seconds (0: keep whole files).")
-    @click.option("--min-segment-length", default=2.0, show_default=True,
-                  help="A shorter last piece joins the segment before; shorter files are left out.")
-    @click.option("--num-test-speakers", default=50, show_default=True,
-                  help="At least this many speakers are kept out of training for the trials.")
-    @click.option("--train-seconds-per-speaker", default=12.0, show_default=True,
-                  help="Training speech per training speaker; the rest is held out for identification "
-                       "(0: train on everything, no ident_test).")
-    @click.option("--download/--no-download", default=False, show_default=True,
-                  help="Download and extract the subsets from openslr.org first.")
-    @click.option("--download-dir", type=click.Path(file_okay=False), default=None,
-                  help="Where archives go [default: CORPUS_DIR/downloads].")
-    def command(corpus_dir, subsets, test_subsets, data_dir, segment_length, min_segment_length, num_test_speakers,
-                train_seconds_per_speaker, max_targets_per_speaker, seed, download, download_dir):
-        with prep_errors():
-            if download:
-                download_subsets(subsets, corpus_dir, download_dir)
-            prepare(corpus_dir, data_dir, subsets=subsets, test_subsets=test_subsets or None,
-                    segment_length=segment_length, min_segment_length=min_segment_length,
-                    num_test_speakers=num_test_speakers, train_seconds_per_speaker=train_seconds_per_speaker,
-                    max_targets_per_speaker=max_targets_per_speaker or None, seed=seed)
-
-    command.main(args=argv, prog_name="python -m local.librispeech", standalone_mode=True)
-
-
-if __name__ == "__main__":
-    main()
+@click.command("librispeech", context_settings=COMMAND_SETTINGS)
+@prep_options(corpus_help="Folder holding LibriSpeech/<subset>/ (downloads are extracted here).",
+              max_targets_per_speaker=500)
+@click.option("--subsets", required=True, callback=words, help="Subsets to read, separated by spaces or commas.")
+@click.option("--test-subsets", default=None, callback=words,
+              help="Subsets whose speakers are held out for trials [default: the test-* ones of --subsets].")
+@click.option("--segment-length", type=float, required=True,
+              help="Cut files into segments of this many seconds (0: keep whole files).")
+@click.option("--min-segment-length", type=float, required=True,
+              help="A shorter last piece joins the segment before; shorter files are left out.")
+@click.option("--num-test-speakers", type=int, required=True,
+              help="At least this many speakers are kept out of training for the trials.")
+@click.option("--train-seconds-per-speaker", type=float, required=True,
+              help="Training speech per training speaker; the rest is held out for identification "
+                   "(0: train on everything, no ident_test).")
+@required_switch("download", "Download and extract the subsets from openslr.org first.")
+@click.option("--download-dir", type=click.Path(file_okay=False), default=None,
+              help="Where archives go [default: CORPUS_DIR/downloads].")
+def command(corpus_dir, subsets, test_subsets, data_dir, segment_length, min_segment_length, num_test_speakers,
+            train_seconds_per_speaker, max_targets_per_speaker, seed, download, download_dir) -> None:
+    """LibriSpeech: optionally download the subsets, then write train, ident_test and test (with trials)."""
+    with prep_errors():
+        if download:
+            download_subsets(subsets, corpus_dir, download_dir)
+        prepare(corpus_dir, data_dir, subsets=subsets, test_subsets=test_subsets or None,
+                segment_length=segment_length, min_segment_length=min_segment_length,
+                num_test_speakers=num_test_speakers, train_seconds_per_speaker=train_seconds_per_speaker,
+                max_targets_per_speaker=max_targets_per_speaker or None, seed=seed)

@@ -19,7 +19,8 @@ Corpus layout (written by :func:`generate_corpus`)::
 ``role`` is ``train`` (training speakers; their last session is held out for
 closed-set identification), ``test`` (disjoint speakers for verification
 trials) or ``dev`` (more disjoint speakers with their own trials, for fitting
-score calibration without touching the test trials).  :func:`prepare_data_dirs` turns the corpus into Kaldi data dirs.
+score calibration without touching the test trials).  :func:`prepare_data_dirs` turns the corpus into Kaldi data dirs
+(``spk prepare mini`` does both).
 """
 
 from __future__ import annotations
@@ -32,12 +33,17 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import click
 import numpy as np
 import soundfile as sf
 import soxr
 
+from local.cli import COMMAND_SETTINGS, prep_errors, prep_options
+from local.corpus import CorpusError, Utterance, whole_file
+from local.datadirs import DataSet, write_data_dirs
 from local.espeak import EspeakSynth, make_data_mirror, variant_dir
 from local.mini_text import SentenceGenerator
+from local.trials import make_trials
 from spk.augment import simulate
 from spk.data import staged_folder
 
@@ -48,13 +54,14 @@ ACCENTS = ("en", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-gbc
            "en-gb-x-gbcwmd", "en-us-nyc")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MiniConfig:
-    """Size and seed of the corpus; the defaults are what the ``mini`` recipe uses."""
+    """Size and seed of the corpus. The numbers of speakers and the seed have no default here: the
+    ``mini`` recipe's run.sh declares them. The other fields are declared here only."""
 
-    num_train_speakers: int = 128
-    num_test_speakers: int = 24
-    num_dev_speakers: int = 16  # disjoint speakers with their own trials, for calibration (after the others)
+    num_train_speakers: int
+    num_test_speakers: int
+    num_dev_speakers: int  # disjoint speakers with their own trials, for calibration (after the others)
     train_sessions: int = 3  # sessions of a training speaker used for training
     train_utts_per_session: int = 6
     ident_utts: int = 4  # utterances of one more session, held out for identification
@@ -62,7 +69,7 @@ class MiniConfig:
     test_utts_per_session: int = 3
     snr_db: tuple[float, float] = (5.0, 25.0)
     rt60_s: tuple[float, float] = (0.15, 0.6)
-    seed: int = 0
+    seed: int
 
 
 @dataclass(frozen=True)
@@ -242,7 +249,7 @@ def _pad_silence(speech: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate([lead, speech.astype(np.float32), trail])
 
 
-def generate_corpus(out_dir: Path, config: MiniConfig = MiniConfig(), *, nj: int = 2) -> Path:
+def generate_corpus(out_dir: Path, config: MiniConfig, *, nj: int) -> Path:
     """Synthesise the corpus into ``out_dir`` (skipped if a complete corpus with this config is there).
 
     The corpus is written to a temporary folder beside ``out_dir`` and moved into
@@ -313,136 +320,84 @@ def _config_text(config: MiniConfig) -> str:
     return "".join(f"{key}\t{value}\n" for key, value in asdict(config).items())
 
 
-def read_corpus(corpus_dir: Path) -> list[dict[str, str]]:
-    """Every utterance of a generated corpus: ``utt``, ``speaker``, ``session``, ``role``, ``path``.
+def read_corpus(corpus_dir: Path) -> tuple[list[Utterance], dict[str, str], dict[str, str]]:
+    """Every utterance of a generated corpus, the role of each speaker, and the sentence of each utterance.
 
-    Raises FileNotFoundError naming the file when the corpus is incomplete.
+    Raises CorpusError naming the file when the corpus is incomplete.
     """
     corpus_dir = Path(corpus_dir).absolute()
     speakers_file = corpus_dir / "speakers.tsv"
     if not speakers_file.exists():
-        raise FileNotFoundError(f"{speakers_file} is missing: generate the corpus first (stage 0)")
+        raise CorpusError(f"{speakers_file} is missing: generate the corpus first (stage 0)")
     with open(speakers_file, newline="") as handle:
         roles = {row["speaker"]: row["role"] for row in csv.DictReader(handle, delimiter="\t")}
-    utterances = []
+    utterances, text = [], {}
     with open(corpus_dir / "text.tsv", newline="") as handle:
         for row in csv.DictReader(handle, delimiter="\t"):
             utt = row["utterance"]
             speaker, session, _ = utt.split("-")
             path = corpus_dir / "wav" / speaker / session / f"{utt}.wav"
             if not path.exists():
-                raise FileNotFoundError(f"{path} is listed in text.tsv but missing; regenerate the corpus")
-            utterances.append({"utt": utt, "speaker": speaker, "session": session,
-                               "role": roles[speaker], "path": str(path), "text": row["sentence"]})
-    return utterances
+                raise CorpusError(f"{path} is listed in text.tsv but missing; regenerate the corpus")
+            utterances.append(whole_file(utt, speaker, path, session))
+            text[utt] = row["sentence"]
+    return utterances, roles, text
 
 
-def split_corpus(utterances: list[dict[str, str]]) -> dict[str, list[dict[str, str]]]:
+def split_corpus(utterances: list[Utterance], roles: dict[str, str]) -> dict[str, list[Utterance]]:
     """The sets ``train`` (training speakers' training sessions), ``ident_test`` (their last,
     held-out session, for closed-set identification), ``test`` (disjoint speakers, for trials)
     and, when the corpus has dev speakers, ``dev`` (disjoint again, for calibration trials)."""
-    last_session = {}
+    last_session: dict[str, str] = {}
     for u in utterances:
-        if u["role"] == "train":
-            last_session[u["speaker"]] = max(last_session.get(u["speaker"], ""), u["session"])
-    sets: dict[str, list[dict[str, str]]] = {"train": [], "ident_test": [], "test": []}
+        if roles[u.speaker] == "train":
+            last_session[u.speaker] = max(last_session.get(u.speaker, ""), u.session)
+    sets: dict[str, list[Utterance]] = {"train": [], "ident_test": [], "test": []}
     for u in utterances:
-        if u["role"] in ("test", "dev"):
-            sets.setdefault(u["role"], []).append(u)
-        elif u["session"] == last_session[u["speaker"]]:
+        role = roles[u.speaker]
+        if role in ("test", "dev"):
+            sets.setdefault(role, []).append(u)
+        elif u.session == last_session[u.speaker]:
             sets["ident_test"].append(u)
         else:
             sets["train"].append(u)
     return sets
 
 
-def make_trials(utterances: list[dict[str, str]], seed: int = 0) -> list[tuple[str, str, bool]]:
-    """A balanced trial list: every same-speaker pair from different sessions, and as many
-    different-speaker pairs drawn at random (without repeats), enrollment side first."""
-    targets, nontarget_pool = [], []
-    for i, a in enumerate(utterances):
-        for b in utterances[i + 1:]:
-            if a["speaker"] == b["speaker"]:
-                if a["session"] != b["session"]:
-                    targets.append((a["utt"], b["utt"], True))
-            else:
-                nontarget_pool.append((a["utt"], b["utt"], False))
-    rng = np.random.default_rng(seed)
-    chosen = rng.choice(len(nontarget_pool), size=min(len(targets), len(nontarget_pool)), replace=False)
-    return targets + [nontarget_pool[i] for i in sorted(chosen)]
-
-
-def write_data_dir(data_dir: Path, utterances: list[dict[str, str]]) -> None:
-    """Write wav.scp, utt2spk, spk2utt and text for ``utterances`` (one recording per utterance)."""
-    from spk.data import atomic_write_text, c_sorted, utt2spk_to_spk2utt, write_spk2utt, write_utt2spk, write_wav_scp
-
-    data_dir.mkdir(parents=True, exist_ok=True)
-    write_wav_scp(data_dir / "wav.scp", {u["utt"]: u["path"] for u in utterances})
-    utt2spk = {u["utt"]: u["speaker"] for u in utterances}
-    write_utt2spk(data_dir / "utt2spk", utt2spk)
-    write_spk2utt(data_dir / "spk2utt", utt2spk_to_spk2utt(utt2spk))
-    text = {u["utt"]: u["text"] for u in utterances}
-    atomic_write_text(data_dir / "text", "".join(f"{k} {text[k]}\n" for k in c_sorted(text)))
-
-
-def prepare_data_dirs(corpus_dir: Path, data_dir: Path, *, seed: int = 0) -> dict[str, int]:
+def prepare_data_dirs(corpus_dir: Path, data_dir: Path, *, seed: int) -> dict[str, int]:
     """Kaldi data dirs ``train``, ``ident_test``, ``test`` and ``dev`` (both with ``trials``) under ``data_dir``.
 
     Returns the number of utterances per set.  The trial lists are balanced, and their
     enrollment and test sides always come from different sessions.  ``dev`` is written
     only when the corpus has dev speakers (corpora made before they existed have none).
     """
-    from spk.data import Trial, validate_data_dir, validate_trials, write_trials
-
-    sets = split_corpus(read_corpus(corpus_dir))
-    counts = {}
-    for name, utterances in sets.items():
-        write_data_dir(Path(data_dir) / name, utterances)
-        counts[name] = len(utterances)
-    trial_counts = {}
-    for name in ("test", "dev"):
-        if name not in sets:
-            continue
-        trials = make_trials(sets[name], seed=seed)
-        write_trials(Path(data_dir) / name / "trials", [Trial(e, t, target) for e, t, target in trials])
-        utts = {u["utt"] for u in sets[name]}
-        validate_trials(Path(data_dir) / name / "trials", utts, utts)
-        trial_counts[name] = (len(trials), sum(t[2] for t in trials))
-    for name in sets:
-        validate_data_dir(Path(data_dir) / name)
-    logger.info("mini data dirs in %s: %s; trials: %s", data_dir,
-                ", ".join(f"{k} {v} utts" for k, v in counts.items()),
-                ", ".join(f"{k} {n} ({t} target)" for k, (n, t) in trial_counts.items()))
-    return counts
+    utterances, roles, text = read_corpus(corpus_dir)
+    datasets = {}
+    for name, utts in split_corpus(utterances, roles).items():
+        # non-targets drawn with a generator seeded by the seed alone, as the mini trial lists always were
+        trials = make_trials(utts, seed, cross_session=True, nontarget_rng=np.random.default_rng(seed)) \
+            if name in ("test", "dev") else None
+        datasets[name] = DataSet(utts, trials, {"text": text})
+    return {name: summary.num_utterances for name, summary in write_data_dirs(data_dir, datasets).items()}
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``python -m local.mini``: generate the corpus (if needed) and write the data dirs."""
-    import click
-
-    from spk.log import setup_logging
-
-    @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-    @click.option("--corpus-dir", type=click.Path(), required=True, help="Where the corpus is (or goes).")
-    @click.option("--data-dir", type=click.Path(), required=True, help="Where the data dirs go.")
-    @click.option("--num-train-speakers", default=MiniConfig.num_train_speakers, show_default=True)
-    @click.option("--num-test-speakers", default=MiniConfig.num_test_speakers, show_default=True)
-    @click.option("--num-dev-speakers", default=MiniConfig.num_dev_speakers, show_default=True,
-                  help="Speakers of the dev set (calibration trials).")
-    @click.option("--seed", default=0, show_default=True)
-    @click.option("--nj", default=2, show_default=True, help="Parallel synthesis processes.")
-    def command(corpus_dir, data_dir, num_train_speakers, num_test_speakers, num_dev_speakers, seed, nj):
-        setup_logging()
-        config = MiniConfig(num_train_speakers=num_train_speakers, num_test_speakers=num_test_speakers,
-                            num_dev_speakers=num_dev_speakers, seed=seed)
+@click.command("mini", context_settings=COMMAND_SETTINGS)
+@prep_options(corpus_help="Where the corpus is, or goes (synthesised unless a complete one with these "
+                          "settings is there).")
+@click.option("--num-train-speakers", type=int, required=True,
+              help="Training speakers (their last session is held out for identification).")
+@click.option("--num-test-speakers", type=int, required=True, help="Disjoint speakers for the verification trials.")
+@click.option("--num-dev-speakers", type=int, required=True,
+              help="More disjoint speakers with their own trials, for calibration (0: none).")
+@click.option("--nj", type=int, required=True, help="Parallel synthesis processes.")
+def command(corpus_dir: str, data_dir: str, num_train_speakers: int, num_test_speakers: int, num_dev_speakers: int,
+            nj: int, seed: int) -> None:
+    """Synthesise the mini corpus (skipped when it is complete) and write its data dirs."""
+    config = MiniConfig(num_train_speakers=num_train_speakers, num_test_speakers=num_test_speakers,
+                        num_dev_speakers=num_dev_speakers, seed=seed)
+    with prep_errors():
         try:
             generate_corpus(Path(corpus_dir), config, nj=nj)
         except FileExistsError as err:
             raise click.ClickException(str(err)) from None
         prepare_data_dirs(Path(corpus_dir), Path(data_dir), seed=seed)
-
-    command.main(args=argv, prog_name="python -m local.mini", standalone_mode=True)
-
-
-if __name__ == "__main__":
-    main()

@@ -23,6 +23,9 @@ import logging
 import re
 from pathlib import Path
 
+import click
+
+from local.cli import COMMAND_SETTINGS, prep_errors, prep_options, words
 from local.corpus import CorpusError, SkipLog, Utterance, audio_duration, whole_file
 from local.datadirs import DataSet, write_data_dirs
 from local.download import RemoteFile, fetch_and_extract, on_mirrors
@@ -164,30 +167,19 @@ def download_musan(corpus_dir: str | Path, download_dir: str | Path | None = Non
                       present=(Path(corpus_dir) / "musan",), **options)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``python -m local.musan``: optionally download, then write the MUSAN data dirs."""
-    import click
-
-    from local.cli import COMMAND_SETTINGS, prep_errors, prep_options, words
-
-    @click.command(context_settings=COMMAND_SETTINGS)
-    @prep_options(corpus_help="Folder holding musan/ (the download is extracted here).", seed=False)
-    @click.option("--parts", default="noise music speech", show_default=True, callback=words,
-                  help="Parts to prepare, separated by spaces or commas.")
-    @click.option("--music-vocals/--no-music-vocals", default=True, show_default=True,
-                  help="Keep music with vocals (ANNOTATIONS say which).")
-    @click.option("--download/--no-download", default=False, show_default=True,
-                  help="Download and extract musan.tar.gz (11 GB) from openslr.org first.")
-    @click.option("--download-dir", type=click.Path(file_okay=False), default=None,
-                  help="Where the archive goes [default: CORPUS_DIR/downloads].")
-    def command(corpus_dir, data_dir, parts, music_vocals, download, download_dir):
-        with prep_errors():
-            if download:
-                download_musan(corpus_dir, download_dir)
-            prepare(corpus_dir, data_dir, parts=parts, music_vocals=music_vocals)
-
-    command.main(args=argv, prog_name="python -m local.musan", standalone_mode=True)
-
-
-if __name__ == "__main__":
-    main()
+@click.command("musan", context_settings=COMMAND_SETTINGS)
+@prep_options(corpus_help="Folder holding musan/ (the download is extracted here).", seed=False)
+@click.option("--parts", default="noise music speech", show_default=True, callback=words,
+              help="Parts to prepare, separated by spaces or commas.")
+@click.option("--music-vocals/--no-music-vocals", default=True, show_default=True,
+              help="Keep music with vocals (ANNOTATIONS say which).")
+@click.option("--download/--no-download", default=False, show_default=True,
+              help="Download and extract musan.tar.gz (11 GB) from openslr.org first.")
+@click.option("--download-dir", type=click.Path(file_okay=False), default=None,
+              help="Where the archive goes [default: CORPUS_DIR/downloads].")
+def command(corpus_dir, data_dir, parts, music_vocals, download, download_dir) -> None:
+    """MUSAN: optionally download, then write musan_noise, musan_music and musan_speech."""
+    with prep_errors():
+        if download:
+            download_musan(corpus_dir, download_dir)
+        prepare(corpus_dir, data_dir, parts=parts, music_vocals=music_vocals)

@@ -31,6 +31,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path, PurePosixPath
 
+import click
+
+from local.cli import COMMAND_SETTINGS, prep_errors, prep_options, words
 from local.corpus import CorpusError, SkipLog, Utterance, audio_duration, whole_file
 from local.datadirs import DataSet, write_data_dirs
 from local.download import RemoteFile, extract_zip, fetch_and_extract, on_mirrors
@@ -188,28 +191,17 @@ def download_rirs_noises(corpus_dir: str | Path, download_dir: str | Path | None
                       present=(Path(corpus_dir) / ROOT,), extract=extract_zip, **options)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``python -m local.rirs_noises``: optionally download, then write the RIRS_NOISES data dirs."""
-    import click
-
-    from local.cli import COMMAND_SETTINGS, prep_errors, prep_options, words
-
-    @click.command(context_settings=COMMAND_SETTINGS)
-    @prep_options(corpus_help="Folder holding RIRS_NOISES/ (the download is unzipped here).", seed=False)
-    @click.option("--sets", default=" ".join(SETS), show_default=True, callback=words,
-                  help="Data dirs to write, separated by spaces or commas.")
-    @click.option("--download/--no-download", default=False, show_default=True,
-                  help="Download and unzip rirs_noises.zip (1.3 GB) from openslr.org first.")
-    @click.option("--download-dir", type=click.Path(file_okay=False), default=None,
-                  help="Where the archive goes [default: CORPUS_DIR/downloads].")
-    def command(corpus_dir, data_dir, sets, download, download_dir):
-        with prep_errors():
-            if download:
-                download_rirs_noises(corpus_dir, download_dir)
-            prepare(corpus_dir, data_dir, sets=sets)
-
-    command.main(args=argv, prog_name="python -m local.rirs_noises", standalone_mode=True)
-
-
-if __name__ == "__main__":
-    main()
+@click.command("rirs_noises", context_settings=COMMAND_SETTINGS)
+@prep_options(corpus_help="Folder holding RIRS_NOISES/ (the download is unzipped here).", seed=False)
+@click.option("--sets", default=" ".join(SETS), show_default=True, callback=words,
+              help="Data dirs to write, separated by spaces or commas.")
+@click.option("--download/--no-download", default=False, show_default=True,
+              help="Download and unzip rirs_noises.zip (1.3 GB) from openslr.org first.")
+@click.option("--download-dir", type=click.Path(file_okay=False), default=None,
+              help="Where the archive goes [default: CORPUS_DIR/downloads].")
+def command(corpus_dir, data_dir, sets, download, download_dir) -> None:
+    """RIRS_NOISES: optionally download, then write one data dir per set of room impulse responses or noises."""
+    with prep_errors():
+        if download:
+            download_rirs_noises(corpus_dir, download_dir)
+        prepare(corpus_dir, data_dir, sets=sets)

@@ -28,6 +28,9 @@ import logging
 import re
 from pathlib import Path
 
+import click
+
+from local.cli import COMMAND_SETTINGS, prep_errors, prep_options, required_switch
 from local.corpus import CorpusError, SkipLog, Utterance, audio_duration, by_speaker, whole_file
 from local.datadirs import DataSet, write_data_dirs
 from local.splits import split_by_count
@@ -136,8 +139,8 @@ def read_timit(corpus_dir: Path, *, include_sa: bool = False,
     return parts
 
 
-def prepare(corpus_dir: str | Path, data_dir: str | Path, *, include_sa: bool = False, num_train_sentences: int = 5,
-            num_test_sentences: int = 3, max_targets_per_speaker: int | None = 500, seed: int = 0,
+def prepare(corpus_dir: str | Path, data_dir: str | Path, *, include_sa: bool, num_train_sentences: int = 5,
+            num_test_sentences: int = 3, max_targets_per_speaker: int | None = 500, seed: int,
             progress: bool = True) -> dict[str, DataDirSummary]:
     """Write ``train``, ``ident_test`` and ``test`` (with ``trials``) under ``data_dir``; see the module docstring.
 
@@ -165,28 +168,16 @@ def prepare(corpus_dir: str | Path, data_dir: str | Path, *, include_sa: bool = 
                                       "test": DataSet(parts["test"], trials, extra)})
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``python -m local.timit``: write the TIMIT data dirs."""
-    import click
-
-    from local.cli import COMMAND_SETTINGS, prep_errors, prep_options
-
-    @click.command(context_settings=COMMAND_SETTINGS)
-    @prep_options(corpus_help="Folder holding TRAIN/ and TEST/ (LDC93S1; any case).", max_targets_per_speaker=500)
-    @click.option("--include-sa/--no-include-sa", default=False, show_default=True,
-                  help="Keep the two SA sentences (the same text for every speaker).")
-    @click.option("--train-sentences", default=5, show_default=True,
-                  help="Sentences per training speaker for training (identification protocol).")
-    @click.option("--test-sentences", default=3, show_default=True,
-                  help="Held-out sentences per training speaker for identification.")
-    def command(corpus_dir, data_dir, include_sa, train_sentences, test_sentences, max_targets_per_speaker, seed):
-        with prep_errors():
-            prepare(corpus_dir, data_dir, include_sa=include_sa, num_train_sentences=train_sentences,
-                    num_test_sentences=test_sentences, max_targets_per_speaker=max_targets_per_speaker or None,
-                    seed=seed)
-
-    command.main(args=argv, prog_name="python -m local.timit", standalone_mode=True)
-
-
-if __name__ == "__main__":
-    main()
+@click.command("timit", context_settings=COMMAND_SETTINGS)
+@prep_options(corpus_help="Folder holding TRAIN/ and TEST/ (LDC93S1; any case).", max_targets_per_speaker=500)
+@required_switch("include-sa", "Keep the two SA sentences (the same text for every speaker).")
+@click.option("--train-sentences", default=5, show_default=True,
+              help="Sentences per training speaker for training (identification protocol).")
+@click.option("--test-sentences", default=3, show_default=True,
+              help="Held-out sentences per training speaker for identification.")
+def command(corpus_dir, data_dir, include_sa, train_sentences, test_sentences, max_targets_per_speaker, seed) -> None:
+    """TIMIT: write train, ident_test and test (with trials)."""
+    with prep_errors():
+        prepare(corpus_dir, data_dir, include_sa=include_sa, num_train_sentences=train_sentences,
+                num_test_sentences=test_sentences, max_targets_per_speaker=max_targets_per_speaker or None,
+                seed=seed)

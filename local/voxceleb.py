@@ -38,6 +38,9 @@ import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import click
+
+from local.cli import COMMAND_SETTINGS, prep_errors, prep_options, required_switch, words
 from local.corpus import CorpusError, SkipLog, Utterance, audio_duration, file_problem, whole_file
 from local.datadirs import DataSet, write_data_dirs
 from local.download import DownloadError, RemoteFile, download_file, on_mirrors
@@ -248,9 +251,8 @@ def training_set(train_on: tuple[str, ...], vox1: dict[str, Utterance], vox2: di
 
 
 def prepare(data_dir: str | Path, *, vox1_dir: str | Path | None = None, vox2_dir: str | Path | None = None,
-            meta_dir: str | Path | None = None, trial_lists: tuple[str, ...] = ("vox1_o",),
-            train_on: tuple[str, ...] = ("vox2_dev",), iden: bool = False, keep_test_speakers: bool = False,
-            progress: bool = True) -> dict[str, DataDirSummary]:
+            meta_dir: str | Path | None = None, trial_lists: tuple[str, ...], train_on: tuple[str, ...], iden: bool,
+            keep_test_speakers: bool = False, progress: bool = True) -> dict[str, DataDirSummary]:
     """Write the data dirs the module docstring lists under ``data_dir``; returns their summaries.
 
     ``meta_dir`` holds the trial lists and ``iden_split.txt`` (default ``vox1_dir/meta``).
@@ -321,39 +323,27 @@ def download_meta(trial_lists: tuple[str, ...], meta_dir: str | Path, *, iden: b
     logger.info("VoxCeleb lists are in %s. The audio is not downloaded: %s", meta_dir, HOW_TO_GET)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``python -m local.voxceleb``: optionally download the lists, then write the data dirs."""
-    import click
-
-    from local.cli import COMMAND_SETTINGS, prep_errors, prep_options, words
-
-    @click.command(context_settings=COMMAND_SETTINGS)
-    @prep_options(seed=False)
-    @click.option("--vox1-dir", type=click.Path(file_okay=False), default=None,
-                  help="VoxCeleb1: holds wav/<spk>/<video>/<n>.wav (or dev/wav, test/wav).")
-    @click.option("--vox2-dir", type=click.Path(file_okay=False), default=None,
-                  help="VoxCeleb2: holds dev/aac/<spk>/<video>/<n>.m4a (or aac/).")
-    @click.option("--meta-dir", type=click.Path(file_okay=False), default=None,
-                  help="Trial lists and iden_split.txt [default: VOX1_DIR/meta].")
-    @click.option("--trial-lists", default="vox1_o", show_default=True, callback=words,
-                  help=f"Trial lists to prepare, from {', '.join(TRIAL_LISTS)} (empty for none).")
-    @click.option("--train-on", default="vox2_dev", show_default=True, callback=words,
-                  help="Training data: vox2_dev, vox1_dev or both (empty for no train set).")
-    @click.option("--iden/--no-iden", default=False, show_default=True,
-                  help="Also write iden_train, iden_dev, iden_test from iden_split.txt.")
-    @click.option("--keep-test-speakers/--no-keep-test-speakers", default=False, show_default=True,
-                  help="Keep the trial lists' speakers in training (not speaker-independent).")
-    @click.option("--download/--no-download", default=False, show_default=True,
-                  help="Download the trial lists (and iden_split.txt) first; the audio needs a request.")
-    def command(vox1_dir, vox2_dir, meta_dir, data_dir, trial_lists, train_on, iden, keep_test_speakers, download):
-        with prep_errors():
-            if download:
-                download_meta(trial_lists, meta_dir or Path(vox1_dir or ".") / "meta", iden=iden)
-            prepare(data_dir, vox1_dir=vox1_dir, vox2_dir=vox2_dir, meta_dir=meta_dir, trial_lists=trial_lists,
-                    train_on=train_on, iden=iden, keep_test_speakers=keep_test_speakers)
-
-    command.main(args=argv, prog_name="python -m local.voxceleb", standalone_mode=True)
-
-
-if __name__ == "__main__":
-    main()
+@click.command("voxceleb", context_settings=COMMAND_SETTINGS)
+@prep_options(seed=False)
+@click.option("--vox1-dir", type=click.Path(file_okay=False), default=None,
+              help="VoxCeleb1: holds wav/<spk>/<video>/<n>.wav (or dev/wav, test/wav).")
+@click.option("--vox2-dir", type=click.Path(file_okay=False), default=None,
+              help="VoxCeleb2: holds dev/aac/<spk>/<video>/<n>.m4a (or aac/).")
+@click.option("--meta-dir", type=click.Path(file_okay=False), default=None,
+              help="Trial lists and iden_split.txt [default: VOX1_DIR/meta].")
+@click.option("--trial-lists", required=True, callback=words,
+              help=f"Trial lists to prepare, from {', '.join(TRIAL_LISTS)} ('' for none).")
+@click.option("--train-on", required=True, callback=words,
+              help="Training data: vox2_dev, vox1_dev or both ('' for no train set).")
+@required_switch("iden", "Also write iden_train, iden_dev, iden_test from iden_split.txt.")
+@click.option("--keep-test-speakers/--no-keep-test-speakers", default=False, show_default=True,
+              help="Keep the trial lists' speakers in training (not speaker-independent).")
+@required_switch("download", "Download the trial lists (and iden_split.txt) first; the audio needs a request.")
+def command(vox1_dir, vox2_dir, meta_dir, data_dir, trial_lists, train_on, iden, keep_test_speakers, download) -> None:
+    """VoxCeleb: optionally download the lists, then write the training set, one set per trial list and/or
+    the identification split."""
+    with prep_errors():
+        if download:
+            download_meta(trial_lists, meta_dir or Path(vox1_dir or ".") / "meta", iden=iden)
+        prepare(data_dir, vox1_dir=vox1_dir, vox2_dir=vox2_dir, meta_dir=meta_dir, trial_lists=trial_lists,
+                train_on=train_on, iden=iden, keep_test_speakers=keep_test_speakers)

@@ -14,6 +14,7 @@ from spk.log import setup_logging
 
 # command name -> (module under spk.bin, attribute holding the click command or group)
 _COMMANDS = {
+    "prepare": ("prepare", "prepare"),
     "data": ("data", "data"),
     "features": ("features", "features"),
     "augment": ("augment", "augment"),
@@ -34,6 +35,7 @@ _COMMANDS = {
 }
 
 _SUMMARIES = {
+    "prepare": "Write the data dirs of a corpus (stage 0): mini, librispeech, voxceleb, ...",
     "data": "Validate, fix, subset and split Kaldi data dirs.",
     "features": "Compute fbank/MFCC features and CMVN stats (stage 1).",
     "augment": "Noise/music/RIR sources; augmented and speed-perturbed data dirs.",

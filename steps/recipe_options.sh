@@ -2,6 +2,8 @@
 #   --some-option value  sets the recipe's shell variable some_option;
 # every other argument is kept, in order, in the array stage_args for steps/stages.sh
 # (which rejects what it does not know). --help lists the recipe's options, then stages.sh's.
+# recipe_args then holds every recipe option as --name value, for the recipe's local/data.sh:
+#   exec steps/stages.sh ... "${stage_args[@]}" -- "${recipe_args[@]}"
 stage_args=()
 while [ $# -gt 0 ]; do
   _name="${1#--}"; _name="${_name//-/_}"
@@ -18,3 +20,5 @@ while [ $# -gt 0 ]; do
   stage_args+=("$1")
   shift
 done
+recipe_args=()
+for _name in ${recipe_option_names:-}; do recipe_args+=("--${_name//_/-}" "${!_name}"); done

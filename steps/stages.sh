@@ -2,16 +2,17 @@
 # The stages shared by every recipe (see DESIGN.md). A recipe's run.sh only sets options:
 #   0 data prep   1 features   2 training examples   3 training   4 embeddings
 #   5 scoring (verification trials, closed-set identification)   6 report
-# Run from the recipe folder. Each stage can be rerun alone; finished expensive work is
-# skipped (features, a trained model) unless --force true. Starting at stage 3
-# (--stage 3) retrains even when a trained model exists.
+# Run from the recipe folder:
+#   steps/stages.sh [--option value ...] [-- RECIPE OPTIONS]
+# Stage 0 runs the recipe's own local/data.sh with the options after "--" (run.sh passes all of its
+# own there). Each stage can be rerun alone; finished expensive work is skipped (features, a trained
+# model) unless --force true. Starting at stage 3 (--stage 3) retrains even when a trained model exists.
 set -euo pipefail
 
 stage=0                      # first stage to run
 stop_stage=6                 # last stage to run
 nj=2                         # parallel jobs for data prep, features and embeddings
 device=cpu                   # cpu, cuda or auto (training and embeddings)
-prep_cmd=                    # stage 0 command (the recipe's data preparation)
 train_set=train              # data/<train_set>: training speakers
 test_sets=test               # data/<set> with a trials file, for verification
 ident_sets=                  # data/<set> of held-out utterances of training speakers
@@ -38,9 +39,13 @@ baseline=true                # also score the no-training MFCC-mean baseline
 force=false                  # redo finished work
 threads=0                    # torch threads for training (0 = all cores)
 train_nproc=1                # stage 3: >1 trains with torchrun DDP, this many processes (GPUs) on this machine
-spk_option_names="stage stop_stage nj device prep_cmd train_set test_sets ident_sets feature_config config tag train_overrides min_frames min_utts valid_per_spk valid_speakers speed_perturb aug_offline aug_sources aug_num embed_chunk embed_overlap backend center score_norm top_n calib_set baseline force threads train_nproc"
+spk_option_names="stage stop_stage nj device train_set test_sets ident_sets feature_config config tag train_overrides min_frames min_utts valid_per_spk valid_speakers speed_perturb aug_offline aug_sources aug_num embed_chunk embed_overlap backend center score_norm top_n calib_set baseline force threads train_nproc"
 
 command_line="$0 $*"
+data_opts=()  # what follows a lone "--": the options of local/data.sh
+for ((i = 1; i <= $#; i++)); do
+  if [ "${!i}" = -- ]; then data_opts=("${@:i+1}"); set -- "${@:1:i-1}"; break; fi
+done
 . "$(dirname "${BASH_SOURCE[0]}")/parse_options.sh"
 
 log() { echo "$(date '+%Y-%m-%d %H:%M:%S') [stages.sh${current_stage:+ stage $current_stage}] $*" >&2; }
@@ -66,9 +71,9 @@ stage_active() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 
 current_stage=0
 if stage_active 0; then
-  [ -n "$prep_cmd" ] || { log "error: the recipe sets no --prep-cmd for stage 0"; exit 1; }
+  [ -x local/data.sh ] || { log "error: stage 0 runs the recipe's local/data.sh, and $PWD has none"; exit 1; }
   log "stage 0: data preparation"
-  run bash -c "$prep_cmd"
+  run local/data.sh "${data_opts[@]}"
 fi
 
 current_stage=1

@@ -1,8 +1,9 @@
 """A tiny real model for the product tests, trained once per test session through the real mini recipe.
 
-:func:`trained_recipe` copies ``recipes/mini/run.sh`` into a temporary folder and
-runs stages 0-5 at tiny size (8 training speakers, a 2-epoch 1-layer LSTM), the
-way ``tests/test_recipe_mini.py`` does. When the recipe leaves no
+:func:`trained_recipe` copies ``recipes/mini/run.sh`` into a temporary folder (linking
+``path.sh``, ``steps``, ``conf`` and ``local``, whose ``data.sh`` is stage 0) and runs
+stages 0-5 at tiny size (8 training speakers, a 2-epoch 1-layer LSTM), the way
+``tests/test_recipe_mini.py`` does. When the recipe leaves no
 ``exp/tiny/calibration.json`` (a recipe without a dev set), one is fitted with
 ``spk score`` + ``spk calibrate`` on the test trials. A second, head-less model
 (contrastive loss, 1 epoch) is trained in the same folder for the tests of
@@ -93,7 +94,7 @@ def trained_recipe(tmp_path_factory) -> ProductModel:
     run_sh = (ROOT / "recipes/mini/run.sh").read_text()
     (folder / "run.sh").write_text(run_sh)
     (folder / "run.sh").chmod(0o755)
-    for name in ("path.sh", "steps", "conf"):
+    for name in ("path.sh", "steps", "conf", "local"):
         os.symlink(ROOT / "recipes/mini" / name, folder / name)
     (folder / "tiny.yaml").write_text(TINY_CONFIG)
     (folder / "tiny_headless.yaml").write_text(TINY_HEADLESS_CONFIG)

@@ -10,7 +10,11 @@ validate, and a failed preparation must leave nothing half-written.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import logging
+import os
+import pkgutil
+import re
 import shutil
 import subprocess
 import tarfile
@@ -27,6 +31,7 @@ from local.download import DownloadError, completion_flag
 from local.splits import split_by_count, split_by_seconds
 from local.trials import make_trials
 from spk.audio import AudioReader
+from spk.cli import main as spk_main
 from spk.data import DataDir, read_segments, read_trials, validate_data_dir
 
 pytest_plugins = ("tests.fileserver",)  # the `server` fixture
@@ -229,7 +234,7 @@ def test_librispeech_whole_files_without_identification(libri_corpus, tmp_path):
 
 def test_librispeech_errors(libri_corpus, tmp_path):
     with pytest.raises(CorpusError, match="--download"):
-        librispeech.prepare(libri_corpus, tmp_path / "d", subsets=("dev-clean",), progress=False)
+        librispeech.prepare(libri_corpus, tmp_path / "d", **{**LIBRI_OPTIONS, "subsets": ("dev-clean",)})
     with pytest.raises(CorpusError, match="--min-segment-length 3"):
         librispeech.prepare(libri_corpus, tmp_path / "d", **{**LIBRI_OPTIONS, "min_segment_length": 3.0})
     with pytest.raises(CorpusError, match="--num-test-speakers 40"):
@@ -263,13 +268,18 @@ def test_nothing_half_written_and_unchanged_sets_kept(libri_corpus, tmp_path, mo
 def test_librispeech_command_line(libri_corpus, tmp_path, capsys):
     args = ["--corpus-dir", str(libri_corpus), "--subsets", "train-clean-100, test-clean", "--data-dir",
             str(tmp_path / "data"), "--segment-length", "2", "--min-segment-length", "1",
-            "--num-test-speakers", "4", "--train-seconds-per-speaker", "4"]
+            "--num-test-speakers", "4", "--train-seconds-per-speaker", "4", "--seed", "0", "--no-download"]
+    for required in ("--seed", "--no-download"):  # the recipes' run.sh declare them: no default here
+        position = args.index(required)
+        with pytest.raises(SystemExit) as missing:
+            spk_main(["prepare", "librispeech", *args[:position], *args[position + 1 + (required == "--seed"):]])
+        assert missing.value.code == 2 and f"Missing option '{required.replace('no-', '')}" in capsys.readouterr().err
     with pytest.raises(SystemExit) as done:
-        librispeech.main(args)
+        spk_main(["prepare", "librispeech", *args])
     assert done.value.code == 0
     valid_sets(tmp_path / "data", {"train", "ident_test", "test"})
     with pytest.raises(SystemExit) as failed:
-        librispeech.main(args + ["--subsets", "test-other"])
+        spk_main(["prepare", "librispeech", *args, "--subsets", "test-other"])
     assert failed.value.code == 1 and "test-other" in capsys.readouterr().err
 
 
@@ -301,8 +311,9 @@ def test_librispeech_download_stage(libri_corpus, tmp_path, server):
 @pytest.mark.skipif(not (SHARED_LIBRISPEECH / "LibriSpeech" / "train-clean-100").is_dir(),
                     reason="the shared LibriSpeech excerpt is not here")
 def test_librispeech_shared_excerpt(tmp_path):
-    summaries = librispeech.prepare(SHARED_LIBRISPEECH, tmp_path / "data", segment_length=3.0,
-                                    train_seconds_per_speaker=9.0, num_test_speakers=50, progress=False)
+    summaries = librispeech.prepare(SHARED_LIBRISPEECH, tmp_path / "data", subsets=("train-clean-100",),
+                                    segment_length=3.0, min_segment_length=2.0, train_seconds_per_speaker=9.0,
+                                    num_test_speakers=50, seed=0, progress=False)
     sets = valid_sets(tmp_path / "data", {"train", "ident_test", "test"})
     train, test = set(sets["train"].speaker_ids()), set(sets["test"].speaker_ids())
     assert len(test) >= 50 and not train & test and set(sets["ident_test"].speaker_ids()) == train
@@ -344,7 +355,7 @@ def timit_corpus(tmp_path_factory) -> Path:
 def test_timit_sets(timit_corpus, tmp_path, caplog):
     assert (timit_corpus / "TIMIT/test/DR1/FGHI0/SI648.WAV").read_bytes().startswith(b"NIST_1A")
     with caplog.at_level(logging.WARNING):
-        timit.prepare(timit_corpus, tmp_path / "data", seed=0, progress=False)
+        timit.prepare(timit_corpus, tmp_path / "data", include_sa=False, seed=0, progress=False)
     sets = valid_sets(tmp_path / "data", {"train", "ident_test", "test"})
     assert Counter(sets["train"].utt2spk().values()) == {"FCJF0": 5, "MABC0": 5}
     assert Counter(sets["ident_test"].utt2spk().values()) == {"FCJF0": 3, "MABC0": 3}
@@ -364,10 +375,10 @@ def test_timit_sets(timit_corpus, tmp_path, caplog):
 
 
 def test_timit_with_sa_and_missing_corpus(timit_corpus, tmp_path):
-    timit.prepare(timit_corpus / "TIMIT", tmp_path / "data", include_sa=True, progress=False)
+    timit.prepare(timit_corpus / "TIMIT", tmp_path / "data", include_sa=True, seed=0, progress=False)
     assert Counter(DataDir(tmp_path / "data" / "test").utt2spk().values()) == {"FGHI0": 10, "MJKL0": 10}
     with pytest.raises(CorpusError, match="LDC93S1"):
-        timit.prepare(tmp_path / "nowhere", tmp_path / "data2", progress=False)
+        timit.prepare(tmp_path / "nowhere", tmp_path / "data2", include_sa=False, seed=0, progress=False)
     assert not (tmp_path / "data2").exists()
 
 
@@ -434,7 +445,7 @@ def test_voxceleb_trials_and_training(vox_corpus, tmp_path, caplog):
     vox1, vox2 = vox_corpus
     with caplog.at_level(logging.WARNING):
         voxceleb.prepare(tmp_path / "data", vox1_dir=vox1, vox2_dir=vox2, trial_lists=("vox1_o",),
-                         train_on=("vox1_dev", "vox2_dev"), progress=False)
+                         train_on=("vox1_dev", "vox2_dev"), iden=False, progress=False)
     sets = valid_sets(tmp_path / "data", {"vox1_o", "train"})
     trials = sets["vox1_o"].trials()
     assert [(t.enroll, t.test, t.target) for t in trials][:2] == [
@@ -454,17 +465,17 @@ def test_voxceleb_e_h_keep_vox1_speakers_out_of_training(vox_corpus, tmp_path, c
     vox1, vox2 = vox_corpus
     with caplog.at_level(logging.WARNING):
         voxceleb.prepare(tmp_path / "data", vox1_dir=vox1, vox2_dir=vox2, trial_lists=("vox1_o", "vox1_e"),
-                         train_on=("vox1_dev", "vox2_dev"), progress=False)
+                         train_on=("vox1_dev", "vox2_dev"), iden=False, progress=False)
     sets = valid_sets(tmp_path / "data", {"vox1_o", "vox1_e", "train"})
     assert sets["train"].speaker_ids() == ["id00012", "id00013"]
     assert "removed from training" in warnings_of(caplog)
     assert len(sets["vox1_e"].trials()) == 4
     voxceleb.prepare(tmp_path / "kept", vox1_dir=vox1, vox2_dir=vox2, trial_lists=("vox1_e",),
-                     train_on=("vox1_dev",), keep_test_speakers=True, progress=False)
+                     train_on=("vox1_dev",), iden=False, keep_test_speakers=True, progress=False)
     assert DataDir(tmp_path / "kept" / "train").speaker_ids() == ["id10001", "id10002"]
     with pytest.raises(CorpusError, match="no training utterance"):
         voxceleb.prepare(tmp_path / "none", vox1_dir=vox1, trial_lists=("vox1_e",), train_on=("vox1_dev",),
-                         progress=False)
+                         iden=False, progress=False)
 
 
 def test_voxceleb_identification_split(vox_corpus, tmp_path):
@@ -480,14 +491,15 @@ def test_voxceleb_errors(vox_corpus, tmp_path):
     broken = tmp_path / "meta"
     write_text(broken / "veri_test2.txt", VERI_TEST2.replace("0 id10270/vidA/00001.wav id10271",
                                                              "2 id10270/vidA/00001.wav id10271"))
+    vox1_o = dict(trial_lists=("vox1_o",), train_on=(), iden=False, progress=False)
     with pytest.raises(CorpusError, match=r"veri_test2.txt:2: expected"):
-        voxceleb.prepare(tmp_path / "data", vox1_dir=vox1, meta_dir=broken, train_on=(), progress=False)
+        voxceleb.prepare(tmp_path / "data", vox1_dir=vox1, meta_dir=broken, **vox1_o)
     with pytest.raises(CorpusError, match="given out on request"):
-        voxceleb.prepare(tmp_path / "data", vox1_dir=tmp_path / "nothing", train_on=(), progress=False)
+        voxceleb.prepare(tmp_path / "data", vox1_dir=tmp_path / "nothing", **vox1_o)
     with pytest.raises(CorpusError, match="list_test_hard2.txt is missing"):
-        voxceleb.prepare(tmp_path / "data", vox1_dir=vox1, trial_lists=("vox1_h",), train_on=(), progress=False)
+        voxceleb.prepare(tmp_path / "data", vox1_dir=vox1, **{**vox1_o, "trial_lists": ("vox1_h",)})
     with pytest.raises(CorpusError, match="--trial-lists vox1_x"):
-        voxceleb.prepare(tmp_path / "data", vox1_dir=vox1, trial_lists=("vox1_x",), progress=False)
+        voxceleb.prepare(tmp_path / "data", vox1_dir=vox1, **{**vox1_o, "trial_lists": ("vox1_x",)})
     assert not (tmp_path / "data").exists()
 
 
@@ -507,7 +519,8 @@ def test_voxceleb_download_of_the_lists(tmp_path, server):
 @pytest.mark.skipif(not HAVE_FFMPEG, reason="ffmpeg is not installed: m4a cannot be made or decoded")
 def test_voxceleb2_m4a_decodes_through_the_pipe(vox_corpus, tmp_path):
     vox1, vox2 = vox_corpus
-    voxceleb.prepare(tmp_path / "data", vox2_dir=vox2, trial_lists=(), train_on=("vox2_dev",), progress=False)
+    voxceleb.prepare(tmp_path / "data", vox2_dir=vox2, trial_lists=(), train_on=("vox2_dev",), iden=False,
+                     progress=False)
     data = DataDir(tmp_path / "data" / "train")
     audio = AudioReader(data.wav_scp()).read("id00013-vidX-00002")
     assert abs(len(audio) - 0.3 * RATE) < 0.05 * RATE
@@ -551,10 +564,14 @@ def cv_corpus(tmp_path_factory) -> Path:
     return build_commonvoice(tmp_path_factory.mktemp("commonvoice"))
 
 
+CV_OPTIONS = dict(languages=("en",), min_utts_per_speaker=5, max_utts_per_speaker=None, num_test_speakers=2,
+                  ident_utts_per_speaker=1, seed=0)
+
+
 def test_commonvoice_sets(cv_corpus, tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
-        commonvoice.prepare(cv_corpus, tmp_path / "data", languages=("en", "de"), min_utts_per_speaker=3,
-                            num_test_speakers=2, ident_utts_per_speaker=1, seed=0)
+        commonvoice.prepare(cv_corpus, tmp_path / "data", **{**CV_OPTIONS, "languages": ("en", "de"),
+                                                             "min_utts_per_speaker": 3})
     sets = valid_sets(tmp_path / "data", {"train", "ident_test", "test"})
     mapping = {}
     for data in sets.values():
@@ -578,12 +595,12 @@ def test_commonvoice_sets(cv_corpus, tmp_path, caplog):
 
 def test_commonvoice_errors(cv_corpus, tmp_path):
     with pytest.raises(CorpusError, match="commonvoice.mozilla.org"):
-        commonvoice.prepare(cv_corpus, tmp_path / "data", languages=("fr",))
+        commonvoice.prepare(cv_corpus, tmp_path / "data", **{**CV_OPTIONS, "languages": ("fr",)})
     with pytest.raises(CorpusError, match="--num-test-speakers 9"):
-        commonvoice.prepare(cv_corpus, tmp_path / "data", languages=("en",), num_test_speakers=9)
+        commonvoice.prepare(cv_corpus, tmp_path / "data", **{**CV_OPTIONS, "num_test_speakers": 9})
     write_text(tmp_path / "bad" / "en" / "validated.tsv", "who\twhat\n")
     with pytest.raises(CorpusError, match="validated.tsv:1: the header has no client_id"):
-        commonvoice.prepare(tmp_path / "bad", tmp_path / "data", languages=("en",))
+        commonvoice.prepare(tmp_path / "bad", tmp_path / "data", **CV_OPTIONS)
     assert not (tmp_path / "data").exists()
 
 
@@ -594,3 +611,60 @@ def test_segments_of_one_recording_share_its_wav_scp_line(libri_corpus, tmp_path
     utt = next(iter(segments))
     assert len(reader.read(utt)) == pytest.approx((segments[utt].end - segments[utt].start) * RATE, abs=2)
     assert read_trials(tmp_path / "data" / "test" / "trials")
+
+
+# =========================================================================== `spk prepare` and the recipes' stage 0
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def test_spk_prepare_lists_every_corpus_module():
+    """`spk prepare --help` names every module of local/ that defines a preparation command, and each loads."""
+    from click.testing import CliRunner
+
+    import local
+    from local.cli import CORPORA
+
+    modules = {m.name for m in pkgutil.iter_modules(local.__path__)
+               if hasattr(importlib.import_module(f"local.{m.name}"), "command")}
+    assert modules == set(CORPORA)
+    listing = CliRunner().invoke(spk_main, ["prepare", "--help"], prog_name="spk")
+    assert listing.exit_code == 0
+    for corpus in CORPORA:
+        assert f"  {corpus} " in listing.output
+        usage = CliRunner().invoke(spk_main, ["prepare", corpus, "--help"], prog_name="spk")
+        assert usage.exit_code == 0 and f"spk prepare {corpus} [OPTIONS]" in usage.output
+
+
+def shell_words(script: Path, variable: str) -> list[str]:
+    """The words of ``variable="..."`` in a shell script."""
+    match = re.search(rf'^{variable}="([^"]*)"$', script.read_text(), re.MULTILINE)
+    assert match, f"{script} sets no {variable}"
+    return match.group(1).split()
+
+
+@pytest.mark.parametrize("recipe", sorted(p.parent.name for p in RECIPES.glob("*/run.sh")))
+def test_recipe_data_script_takes_the_options_of_run_sh(recipe):
+    """run.sh declares the options (and their defaults); stage 0 hands them all to local/data.sh."""
+    data_sh = RECIPES / recipe / "local" / "data.sh"
+    assert data_sh.stat().st_mode & 0o111, f"{data_sh} is not executable"
+    assert shell_words(RECIPES / recipe / "run.sh", "recipe_option_names") == \
+        shell_words(data_sh, "data_option_names")
+
+
+def test_timit_recipe_stage_0_runs_its_data_script(timit_corpus, tmp_path):
+    """./run.sh -> steps/stages.sh -> local/data.sh -> spk prepare timit, with the options given to run.sh."""
+    (tmp_path / "run.sh").write_text((RECIPES / "timit" / "run.sh").read_text())
+    (tmp_path / "run.sh").chmod(0o755)
+    for name in ("path.sh", "steps", "conf", "local"):
+        os.symlink(RECIPES / "timit" / name, tmp_path / name)
+    done = subprocess.run(["./run.sh", "--stage", "0", "--stop-stage", "0", "--corpus-dir", str(timit_corpus),
+                           "--include-sa", "true"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert f"+ local/data.sh --corpus-dir {timit_corpus} --include-sa true --seed 0" in done.stderr
+    valid_sets(tmp_path / "data", {"train", "ident_test", "test"})
+    assert Counter(DataDir(tmp_path / "data" / "test").utt2spk().values()) == {"FGHI0": 10, "MJKL0": 10}
+    alone = subprocess.run(["local/data.sh", "--corpus-dir", str(timit_corpus), "--seed", "0"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert alone.returncode == 1 and "option --include-sa is missing" in alone.stderr

@@ -36,7 +36,7 @@ def corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def data(corpus, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("mini_data")
-    counts = prepare_data_dirs(corpus, out)
+    counts = prepare_data_dirs(corpus, out, seed=0)
     assert counts == {"train": 4 * 2 * 2, "ident_test": 4 * 1, "test": 3 * 2 * 2, "dev": 2 * 2 * 2}
     return out
 

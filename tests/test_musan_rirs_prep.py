@@ -24,6 +24,7 @@ from local.corpus import CorpusError
 from local.download import extract_zip
 from local.download import ChecksumError, DownloadError, completion_flag
 from spk.augment.offline import augment_data_dir
+from spk.cli import main as spk_main
 from spk.data import DataDir, read_kv, validate_data_dir
 
 pytest_plugins = ("tests.fileserver",)  # the `server` fixture
@@ -291,14 +292,15 @@ def test_cli_entries(tmp_path):
     make_musan(tmp_path / "corpus")
     make_rirs(tmp_path / "corpus")
     with pytest.raises(SystemExit) as done:
-        musan.main(["--corpus-dir", str(tmp_path / "corpus"), "--data-dir", str(tmp_path / "data"),
-                    "--parts", "noise,music", "--no-music-vocals"])
+        spk_main(["prepare", "musan", "--corpus-dir", str(tmp_path / "corpus"), "--data-dir", str(tmp_path / "data"),
+                  "--parts", "noise,music", "--no-music-vocals"])
     assert done.value.code == 0
     assert DataDir(tmp_path / "data" / "musan_music").utt_ids() == ["music-fma-0001", "music-rfm-0000"]
     with pytest.raises(SystemExit) as done:
-        rirs_noises.main(["--corpus-dir", str(tmp_path / "corpus"), "--data-dir", str(tmp_path / "data"),
-                          "--sets", "rirs_smallroom noises_pointsource"])
+        spk_main(["prepare", "rirs_noises", "--corpus-dir", str(tmp_path / "corpus"), "--data-dir",
+                  str(tmp_path / "data"), "--sets", "rirs_smallroom noises_pointsource"])
     assert done.value.code == 0 and (tmp_path / "data" / "noises_pointsource" / "wav.scp").is_file()
     with pytest.raises(SystemExit) as failed:
-        rirs_noises.main(["--corpus-dir", str(tmp_path / "nowhere"), "--data-dir", str(tmp_path / "data")])
+        spk_main(["prepare", "rirs_noises", "--corpus-dir", str(tmp_path / "nowhere"), "--data-dir",
+                  str(tmp_path / "data")])
     assert failed.value.code == 1

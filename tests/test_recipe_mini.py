@@ -16,11 +16,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def recipe(tmp_path_factory) -> Path:
-    """A copy of recipes/mini (its run.sh, links to the shared path.sh, steps and conf)."""
+    """A copy of recipes/mini (its run.sh; links to the shared path.sh, steps and conf, and to its local/)."""
     folder = tmp_path_factory.mktemp("mini_recipe")
     (folder / "run.sh").write_text((ROOT / "recipes/mini/run.sh").read_text())
     (folder / "run.sh").chmod(0o755)
-    for name in ("path.sh", "steps", "conf"):
+    for name in ("path.sh", "steps", "conf", "local"):
         os.symlink(ROOT / "recipes/mini" / name, folder / name)
     (folder / "tiny.yaml").write_text(TINY_CONFIG)
     return folder

@@ -4,6 +4,7 @@
 # Usage:
 #   ./run.sh [--corpus-dir DIR] [--languages "en de"] [--min-utts 5] [stage options]
 # Every option of steps/stages.sh can be given too (./run.sh --help lists them all).
+# The options below are declared here only: stage 0 passes them all to local/data.sh.
 set -euo pipefail
 cd "$(dirname "$0")"
 . ./path.sh
@@ -19,9 +20,6 @@ recipe_option_names="corpus_dir languages min_utts max_utts num_test_speakers id
 . steps/recipe_options.sh
 
 exec steps/stages.sh \
-  --prep-cmd "python -m local.commonvoice --corpus-dir '$corpus_dir' --languages '$languages' --data-dir data \
---min-utts-per-speaker $min_utts --max-utts-per-speaker $max_utts --num-test-speakers $num_test_speakers \
---ident-utts-per-speaker $ident_utts --seed $seed" \
   --train-set train --test-sets test --ident-sets ident_test \
   --feature-config conf/fbank.yaml --config conf/lstm_softmax.yaml \
-  "${stage_args[@]}"
+  "${stage_args[@]}" -- "${recipe_args[@]}"

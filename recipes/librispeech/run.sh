@@ -5,6 +5,7 @@
 # Usage:
 #   ./run.sh [--corpus-dir DIR] [--subsets "train-clean-100 test-clean"] [--download true] ...
 # Every option of steps/stages.sh can be given too (./run.sh --help lists them all).
+# The options below are declared here only: stage 0 passes them all to local/data.sh.
 set -euo pipefail
 cd "$(dirname "$0")"
 . ./path.sh
@@ -21,14 +22,7 @@ seed=0
 recipe_option_names="corpus_dir subsets download segment_length min_segment_length num_test_speakers train_seconds seed"
 . steps/recipe_options.sh
 
-download_flag=--no-download; [ "$download" = true ] && download_flag="--download --download-dir downloads"
-if [ -z "$corpus_dir" ]; then
-  corpus_dir=../../../shared/data; [ "$download" = true ] && corpus_dir=corpus
-fi
 exec steps/stages.sh \
-  --prep-cmd "python -m local.librispeech --corpus-dir '$corpus_dir' --subsets '$subsets' --data-dir data \
-$download_flag --segment-length $segment_length --min-segment-length $min_segment_length \
---num-test-speakers $num_test_speakers --train-seconds-per-speaker $train_seconds --seed $seed" \
   --train-set train --test-sets test --ident-sets ident_test \
   --feature-config conf/fbank_global.yaml --config conf/lstm_contrastive_long.yaml --valid-per-spk 0 \
-  "${stage_args[@]}"
+  "${stage_args[@]}" -- "${recipe_args[@]}"

@@ -4,6 +4,7 @@
 # Usage:
 #   ./run.sh [--corpus-dir DIR] [--include-sa false] [stage options]
 # Every option of steps/stages.sh can be given too (./run.sh --help lists them all).
+# The options below are declared here only: stage 0 passes them all to local/data.sh.
 set -euo pipefail
 cd "$(dirname "$0")"
 . ./path.sh
@@ -14,9 +15,7 @@ seed=0
 recipe_option_names="corpus_dir include_sa seed"
 . steps/recipe_options.sh
 
-sa_flag=--no-include-sa; [ "$include_sa" = true ] && sa_flag=--include-sa
 exec steps/stages.sh \
-  --prep-cmd "python -m local.timit --corpus-dir '$corpus_dir' --data-dir data $sa_flag --seed $seed" \
   --train-set train --test-sets test --ident-sets ident_test \
   --feature-config conf/fbank.yaml --config conf/lstm_softmax.yaml \
-  "${stage_args[@]}"
+  "${stage_args[@]}" -- "${recipe_args[@]}"

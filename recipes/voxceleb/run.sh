@@ -6,6 +6,7 @@
 #   ./run.sh [--vox1-dir DIR] [--vox2-dir DIR] [--trial-lists "vox1_o vox1_e vox1_h"] [stage options]
 #   ./run.sh --protocol identification [--vox1-dir DIR]
 # Every option of steps/stages.sh can be given too (./run.sh --help lists them all).
+# The options below are declared here only: stage 0 passes them all to local/data.sh.
 set -euo pipefail
 cd "$(dirname "$0")"
 . ./path.sh
@@ -19,18 +20,11 @@ download=true               # download missing trial lists / iden_split.txt (sma
 recipe_option_names="vox1_dir vox2_dir protocol trial_lists train_on download"
 . steps/recipe_options.sh
 
-trial_lists=${trial_lists//,/ }
-download_flag=--no-download; [ "$download" = true ] && download_flag=--download
-prep="python -m local.voxceleb --vox1-dir '$vox1_dir' --vox2-dir '$vox2_dir' --data-dir data $download_flag"
 case "$protocol" in
-  verification)
-    prep="$prep --trial-lists '$trial_lists' --train-on '$train_on'"
-    sets=(--train-set train --test-sets "$trial_lists" --ident-sets "") ;;
-  identification)
-    prep="$prep --trial-lists '' --train-on '' --iden"
-    sets=(--train-set iden_train --test-sets "" --ident-sets iden_test) ;;
+  verification) sets=(--train-set train --test-sets "${trial_lists//,/ }" --ident-sets "") ;;
+  identification) sets=(--train-set iden_train --test-sets "" --ident-sets iden_test) ;;
   *) echo "$0: --protocol is verification or identification, not '$protocol'" >&2; exit 1 ;;
 esac
-exec steps/stages.sh --prep-cmd "$prep" "${sets[@]}" \
+exec steps/stages.sh "${sets[@]}" \
   --feature-config conf/fbank.yaml --config conf/lstm_softmax.yaml \
-  "${stage_args[@]}"
+  "${stage_args[@]}" -- "${recipe_args[@]}"
