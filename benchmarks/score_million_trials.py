@@ -21,7 +21,8 @@ import kaldiio
 import numpy as np
 
 from spk.score_norm import score_trials_normalised
-from spk.scoring import load_embeddings, read_trials, score_trials
+from spk.data import read_trials
+from spk.scoring import load_embeddings, score_trials, trial_columns
 
 
 def write_inputs(folder: Path, num_trials: int, num_ids: int, dim: int, cohort: int,
@@ -52,7 +53,7 @@ def time_once(trials_path: Path, scp: Path, cohort_scp: Path | None) -> dict[str
     """Seconds per step of one read-and-score pass (and of AS-norm when a cohort is given)."""
     times = {}
     start = time.perf_counter()
-    trials = read_trials(trials_path)
+    trials = trial_columns(read_trials(trials_path))
     times["read_trials"] = time.perf_counter() - start
     mark = time.perf_counter()
     embeddings = load_embeddings(scp)

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from spk.data import DataDir
-from spk.metrics import confusion_matrix, identification_metrics, per_class_accuracy
-from spk.report import write_confusion_csv, write_results_json
+from spk.metrics import confusion_matrix, identification_metrics
+from spk.results import write_identification_results
 from spk.scoring import load_embeddings
 from spk.train.trainer import load_trained_model
 
@@ -58,21 +58,12 @@ def evaluate_identification(exp_dir: Path, embeddings_scp: Path, data_dir: Path,
             raise ValueError(f"{exp_dir} has no classification head (embedding loss): give the training "
                              "speakers' embeddings (spk_xvector.scp of the training set)")
         posteriors, backend = cosine_posteriors(matrix[keep], speaker_embeddings_scp, speakers), "cosine_to_speaker_means"
-    results = identification_metrics(posteriors, truth)
     confusion = confusion_matrix(truth, posteriors.argmax(axis=1), len(speakers))
-    results_json = Path(results_json)
-    confusion_csv = results_json.with_name(results_json.stem + "_confusion.csv")
-    write_confusion_csv(confusion_csv, confusion, speakers)
-    per_speaker = per_class_accuracy(confusion)
-    results.update({"kind": "identification", "confusion": str(confusion_csv),
-                    "embeddings": str(embeddings_scp), "backend": backend,
-                    "worst_speakers": {speakers[i]: round(float(per_speaker[i]) * 100, 2)
-                                       for i in np.argsort(per_speaker)[:5] if not np.isnan(per_speaker[i])}})
-    if name:
-        results["name"] = name
-    write_results_json(results_json, results)
+    results = write_identification_results(
+        results_json, identification_metrics(posteriors, truth), confusion, speakers, embeddings=embeddings_scp,
+        backend=backend, speaker_embeddings=speaker_embeddings_scp if model.head is None else None, name=name)
     logger.info("identification %s: %d test utterances, %d speakers, top-1 %.2f%%, top-5 %.2f%%",
-                results_json.stem, results["num_test"], results["num_speakers"], results["top1"], results["top5"])
+                Path(results_json).stem, results["num_test"], results["num_speakers"], results["top1"], results["top5"])
     return results
 
 

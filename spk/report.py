@@ -1,9 +1,9 @@
-"""Results files, plots and result tables.
+"""Plots and result tables of experiments.
 
-An experiment directory ``exp/<tag>/`` holds ``results/<name>.json`` files (keys in
-DESIGN.md, "Results files"). This module writes and reads them, draws DET, ROC,
-confusion and training plots into ``exp/<tag>/plots/``, writes
-``exp/<tag>/RESULTS.md``, and puts several experiments side by side in one table.
+An experiment directory ``exp/<tag>/`` holds ``results/<name>.json`` files (written
+and read by :mod:`spk.results`). This module draws DET, ROC, confusion and training
+plots into ``exp/<tag>/plots/``, writes ``exp/<tag>/RESULTS.md``, and puts several
+experiments side by side in one table.
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ import numpy as np  # noqa: E402
 from scipy.stats import norm  # noqa: E402
 
 from spk import metrics  # noqa: E402
+from spk.data import DataDirError  # noqa: E402
 from spk.data.io import atomic_write_text  # noqa: E402
+from spk.results import read_confusion_csv, read_results  # noqa: E402
 from spk.scoring import TrialsError, labelled_scores  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -54,75 +56,13 @@ COMPARISON_COLUMNS = (
 
 
 # --------------------------------------------------------------------------- #
-# results files
+# training logs
 # --------------------------------------------------------------------------- #
-
-def _plain(value):
-    """JSON-ready copy of ``value``: numpy scalars and arrays become Python, NaN/inf become null."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    return value
-
-
-def write_results_json(path: str | os.PathLike, results: Mapping) -> None:
-    """Write one results file: sorted keys, indent 2, complete or not at all."""
-    text = json.dumps(_plain(results), sort_keys=True, indent=2, allow_nan=False) + "\n"
-    atomic_write_text(path, text)
-
-
-def read_results(exp_dir: str | os.PathLike) -> list[dict]:
-    """All ``exp_dir/results/*.json``, sorted by name, each with ``name`` = the file stem."""
-    results = []
-    for path in sorted(Path(exp_dir, "results").glob("*.json")):
-        try:
-            record = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
-            raise ValueError(f"results file {path} is not valid JSON: {error}") from None
-        if not isinstance(record, dict):
-            raise ValueError(f"results file {path} does not hold a JSON object")
-        record["name"] = path.stem
-        results.append(record)
-    return results
-
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     """The records of a JSON-lines file (e.g. ``train_log.jsonl``), skipping blank lines."""
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
-
-
-def write_confusion_csv(path: str | os.PathLike, matrix, class_names: Sequence[str]) -> None:
-    """A confusion matrix as CSV: header ``true\\predicted,<class>...``, then one row per true class."""
-    matrix = np.asarray(matrix)
-    if matrix.shape != (len(class_names), len(class_names)):
-        raise ValueError(f"confusion matrix shape {matrix.shape} does not fit {len(class_names)} class names")
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["true\\predicted", *class_names])
-    for name, row in zip(class_names, matrix.tolist()):
-        writer.writerow([name, *row])
-    atomic_write_text(path, out.getvalue())
-
-
-def read_confusion_csv(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
-    """``(matrix, class_names)`` from a file written by ``write_confusion_csv``."""
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    if not rows:
-        raise ValueError(f"confusion file {path} is empty")
-    class_names = rows[0][1:]
-    matrix = np.array([[float(x) for x in row[1:]] for row in rows[1:]])
-    if matrix.shape != (len(class_names), len(class_names)):
-        raise ValueError(f"confusion file {path}: {len(rows) - 1} rows for {len(class_names)} classes")
-    return matrix, class_names
 
 
 # --------------------------------------------------------------------------- #
@@ -379,7 +319,7 @@ def _scored_trials(result: dict, exp_dir: Path) -> tuple[np.ndarray, np.ndarray]
     trials_path = _resolve(result["trials"], exp_dir) if result.get("trials") else None
     try:
         return labelled_scores(scores_path, trials_path)
-    except (TrialsError, ValueError, OSError) as error:
+    except (TrialsError, DataDirError, ValueError, OSError) as error:
         logger.warning("%s: no DET plot: %s", where, error)
         return None
 

@@ -20,7 +20,7 @@ blind to length normalisation; Euclidean scoring is not.
 
 File formats (Kaldi's):
 
-- trials: ``<enroll-id> <test-id> target|nontarget`` (or just the two ids when unlabelled)
+- trials: ``<enroll-id> <test-id> target|nontarget``, read by :func:`spk.data.read_trials`
 - scores: ``<enroll-id> <test-id> <score>``, optionally a fourth ``target|nontarget`` column
 """
 
@@ -34,6 +34,7 @@ from typing import Callable, Mapping, NamedTuple, Sequence, Union
 import kaldiio
 import numpy as np
 
+from spk.data import Trial, read_trials
 from spk.data.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -219,30 +220,14 @@ def _label(word: str, path, number: int) -> int:
     return LABEL_WORDS[word]
 
 
-def read_trials(path: str | os.PathLike) -> tuple[list[str], list[str], np.ndarray | None]:
-    """Read a Kaldi trials file into ``(enroll_ids, test_ids, labels)``.
+def trial_columns(trials: Sequence[Trial]) -> tuple[list[str], list[str], np.ndarray]:
+    """``(enroll_ids, test_ids, labels)`` of trials read by :func:`spk.data.read_trials`.
 
-    ``labels`` is an int8 array (1 = target, 0 = nontarget), or None when every line
-    has only the two ids. Trial i is line i + 1: blank lines are errors, so that
-    messages can point at lines.
+    The column form that ``score_trials`` and the metrics take; ``labels`` is an
+    int8 array, 1 for a target trial and 0 for a nontarget one.
     """
-    enroll_ids, test_ids, labels = [], [], []
-    with open(path) as f:
-        for number, line in enumerate(f, start=1):
-            fields = line.split()
-            if len(fields) not in (2, 3):
-                raise TrialsError(f"{path} line {number}: expected '<enroll-id> <test-id> target|nontarget', "
-                                  f"got {line.rstrip()!r}")
-            if number > 1 and (len(fields) == 3) != bool(labels):
-                raise TrialsError(f"{path} line {number}: {len(fields)} fields, but earlier lines have "
-                                  f"{5 - len(fields)}; label every trial or none")
-            if len(fields) == 3:
-                labels.append(_label(fields[2], path, number))
-            enroll_ids.append(fields[0])
-            test_ids.append(fields[1])
-    if not enroll_ids:
-        raise TrialsError(f"trials file {path} is empty")
-    return enroll_ids, test_ids, (np.array(labels, dtype=np.int8) if labels else None)
+    labels = np.fromiter((trial.target for trial in trials), dtype=np.int8, count=len(trials))
+    return [trial.enroll for trial in trials], [trial.test for trial in trials], labels
 
 
 def _rows_for(ids: Sequence[str], index: dict[str, int], side: str, trials_path) -> np.ndarray:
@@ -268,7 +253,7 @@ def index_trials(trials: Sequence, enroll: Embeddings, test: Embeddings,
                  trials_path: str | os.PathLike | None = None) -> IndexedTrials:
     """Look up the embedding row of both sides of every trial.
 
-    ``trials`` is ``(enroll_ids, test_ids[, labels])`` as returned by ``read_trials``
+    ``trials`` is ``(enroll_ids, test_ids[, labels])`` as ``trial_columns`` returns
     (labels are ignored). ``enroll`` and ``test`` are ``{id: vector}`` dicts or
     ``(ids, matrix)`` pairs such as ``load_embeddings`` returns. An id without an
     embedding is a TrialsError naming it, its side and its line of ``trials_path``.
@@ -305,7 +290,7 @@ def score_trials(trials: Sequence, enroll: Embeddings, test: Embeddings, backend
                  length_norm: bool = False) -> np.ndarray:
     """Score every trial; returns float64 scores in trial order.
 
-    ``trials`` is ``(enroll_ids, test_ids[, labels])`` as returned by ``read_trials``
+    ``trials`` is ``(enroll_ids, test_ids[, labels])`` as ``trial_columns`` returns
     (labels are ignored). ``enroll`` and ``test`` are ``{id: vector}`` dicts or
     ``(ids, matrix)`` pairs such as ``load_embeddings`` returns. ``trials_path`` only
     serves error messages. ``mean`` and ``length_norm`` prepare both sides before
@@ -370,9 +355,7 @@ def labelled_scores(scores_path: str | os.PathLike,
         return scores, labels
     if trials_path is None:
         raise TrialsError(f"{scores_path} has no label column and no trials file was given")
-    trial_enroll, trial_test, trial_labels = read_trials(trials_path)
-    if trial_labels is None:
-        raise TrialsError(f"trials file {trials_path} has no target/nontarget labels")
+    trial_enroll, trial_test, trial_labels = trial_columns(read_trials(trials_path))
     if (enroll_ids, test_ids) == (trial_enroll, trial_test):  # the usual case: same order
         return scores, trial_labels
     label_of = {(e, t): label for e, t, label in zip(trial_enroll, trial_test, trial_labels.tolist())}

@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from spk import calibration, metrics, scoring
+from spk.data import read_trials
 from tests.test_scoring import write_embeddings
 
 
@@ -314,9 +315,9 @@ def test_calibrate_then_score_with_the_calibration(tmp_path, dev_and_eval):
     assert {"cllr", "min_cllr", "act_dcf_0.01", "act_dcf_0.001", "calibration"} <= set(results)
     assert results["eer"] == pytest.approx(raw_results["eer"])  # a rising linear map keeps the order
     assert results["act_dcf_0.01"] >= results["min_dcf_0.01"] - 1e-12
-    assert results["cllr"] < metrics.compute_cllr(raw_scores, scoring.read_trials(trials["eval"])[2])
-    assert results["cllr_uncalibrated"] == pytest.approx(
-        metrics.compute_cllr(raw_scores, scoring.read_trials(trials["eval"])[2]), rel=1e-6)
+    _, _, eval_labels = scoring.trial_columns(read_trials(trials["eval"]))
+    assert results["cllr"] < metrics.compute_cllr(raw_scores, eval_labels)
+    assert results["cllr_uncalibrated"] == pytest.approx(metrics.compute_cllr(raw_scores, eval_labels), rel=1e-6)
     _, _, llrs, _ = scoring.read_scores(tmp_path / "scores" / "eval")
     np.testing.assert_allclose(llrs, record["a"] * raw_scores + record["b"], rtol=1e-6, atol=1e-6)
 
@@ -338,3 +339,72 @@ def test_command_errors(tmp_path, dev_and_eval):
                                   "--calibration", str(tmp_path / "nothing.json")])
     assert result.exit_code == 1 and "nothing.json does not exist; make one with 'spk calibrate'" in result.output
     assert not (tmp_path / "s").exists()  # failed before scoring anything
+
+
+def _score_dev(runner, tmp_path, scp, trials, *extra):
+    """``spk score`` of the dev trials the way stage 5 lays it out: calibration/dev.scores beside dev.json."""
+    from spk.cli import main
+
+    scores = tmp_path / "calibration" / "dev.scores"
+    result = runner.invoke(main, ["score", "--trials", str(trials), "--enroll-scp", scp, "--test-scp", scp,
+                                  "--scores-out", str(scores), "--results-out", str(scores.with_suffix(".json")),
+                                  *extra])
+    assert result.exit_code == 0, result.output
+    return scores
+
+
+def test_calibrate_takes_the_settings_from_the_scores(tmp_path, dev_and_eval):
+    """No --backend, --center-scp, --score-norm or --trials: the results file written with the scores has them."""
+    from spk.cli import main
+
+    scp, trials = dev_and_eval
+    runner = CliRunner()
+    scores = _score_dev(runner, tmp_path, scp, trials["dev"], "--backend", "euclidean", "--center-scp", scp,
+                        "--score-norm", "znorm", "--cohort-scp", scp)
+    assert json.loads(scores.with_suffix(".json").read_text())["scoring"] == {
+        "backend": "euclidean", "center_scp": scp, "length_norm": False, "score_norm": "znorm",
+        "cohort_scp": scp, "top_n": None, "calibration": None}
+    out = tmp_path / "calibration.json"
+    result = runner.invoke(main, ["calibrate", "--scores", str(scores), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    loaded = calibration.load_calibration(out)
+    assert (loaded.scoring["backend"], loaded.scoring["score_norm"]) == ("euclidean", "znorm")
+    np.testing.assert_allclose(loaded.scoring["center"], scoring.load_embeddings(scp)[1].mean(axis=0), atol=1e-6)
+    assert loaded.dev_trials == str(trials["dev"])
+    # the same options given again agree
+    result = runner.invoke(main, ["calibrate", "--scores", str(scores), "--out", str(out), "--backend", "euclidean",
+                                  "--center-scp", scp, "--score-norm", "znorm"])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("option, value, recorded", [
+    ("--backend", "euclidean", "cosine"),
+    ("--score-norm", "tnorm", "none"),
+    ("--center-scp", "SCP", "(none)"),
+])
+def test_calibrate_refuses_options_that_disagree_with_the_scores(tmp_path, dev_and_eval, option, value, recorded):
+    from spk.cli import main
+
+    scp, trials = dev_and_eval
+    runner = CliRunner()
+    scores = _score_dev(runner, tmp_path, scp, trials["dev"])
+    out = tmp_path / "calibration.json"
+    result = runner.invoke(main, ["calibrate", "--scores", str(scores), "--out", str(out), option,
+                                  scp if value == "SCP" else value])
+    assert result.exit_code == 2, result.output
+    assert (f"{option} {scp if value == 'SCP' else value} disagrees with the scores: "
+            f"{scores.with_suffix('.json')} records that they were made with {option} {recorded}") in result.output
+    assert not out.exists()
+
+
+def test_calibrate_refuses_calibrated_scores(tmp_path, dev_and_eval):
+    from spk.cli import main
+
+    scp, trials = dev_and_eval
+    runner = CliRunner()
+    first = tmp_path / "first.json"
+    scores = _score_dev(runner, tmp_path, scp, trials["dev"])
+    assert runner.invoke(main, ["calibrate", "--scores", str(scores), "--out", str(first)]).exit_code == 0
+    scores = _score_dev(runner, tmp_path, scp, trials["dev"], "--calibration", str(first))
+    result = runner.invoke(main, ["calibrate", "--scores", str(scores), "--out", str(tmp_path / "again.json")])
+    assert result.exit_code == 1 and f"holds calibrated scores (made with {first}" in result.output

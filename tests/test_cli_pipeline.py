@@ -184,7 +184,7 @@ def test_score_bad_label(tmp_path):
     result = run("score", "--trials", trials, "--enroll-scp", scp, "--test-scp", scp,
                  "--scores-out", tmp_path / "scores", "--results-out", tmp_path / "r.json")
     assert result.exit_code == 1
-    assert f"{trials} line 3: label 'maybe' is neither 'target' nor 'nontarget'" in result.stderr
+    assert f"{trials}:3: label 'maybe' is neither 'target' nor 'nontarget'" in result.stderr
     assert not (tmp_path / "r.json").exists()
 
 
@@ -236,3 +236,72 @@ def test_stages_2_to_5(tmp_path, feature_config):
         assert key in verification, key
     assert (verification["num_target"], verification["num_nontarget"]) == (3, 12)
     assert len((exp / "scores/held_out.txt").read_text().splitlines()) == 15
+
+
+# --------------------------------------------------------------------------- stage 5 in one command
+
+
+@pytest.fixture
+def scored_experiment(tmp_path, monkeypatch):
+    """A recipe folder after stage 4, with random embeddings: exp/tiny/embeddings/{train,dev,test},
+    the baseline's test embeddings, and data/{dev,test}/trials (3 utterances of 4 speakers each)."""
+    from tests.test_scoring import write_embeddings
+
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    for owner, name in (("tiny", "train"), ("tiny", "dev"), ("tiny", "test"), ("baseline_mfcc_mean", "test")):
+        folder = Path("exp", owner, "embeddings", name)
+        folder.mkdir(parents=True)
+        centres = rng.normal(size=(4, 8))
+        utts = {f"{name}{s}-u{u}": centres[s] + 0.5 * rng.normal(size=8) for s in range(4) for u in range(3)}
+        write_embeddings(folder / "xvector", utts)
+        write_embeddings(folder / "spk_xvector", {f"{name}{s}": centres[s] for s in range(4)})
+        if owner == "tiny" and name != "train":
+            Path("data", name).mkdir(parents=True)
+            Path("data", name, "trials").write_text("".join(
+                f"{a} {b} {'target' if a[:len(name) + 1] == b[:len(name) + 1] else 'nontarget'}\n"
+                for a in utts for b in utts if a < b))
+    return Path("exp/tiny")
+
+
+def test_evaluate_plans_and_runs_stage_5(scored_experiment):
+    """Systems, the calibration loop, the baseline and the file names of stage 5, from one command."""
+    result = run("evaluate", "--exp-dir", "exp/tiny", "--test-sets", "test", "--calib-set", "dev",
+                 "--center", "true", "--score-norm", "asnorm", "--top-n", "2",
+                 "--baseline-dir", "exp/baseline_mfcc_mean")
+    assert result.exit_code == 0, result.output
+    written = sorted(str(p) for p in Path("exp").rglob("*") if p.is_file() and "embeddings" not in p.parts)
+    assert written == ["exp/baseline_mfcc_mean/results/test_cosine.json", "exp/baseline_mfcc_mean/scores/test_cosine",
+                       "exp/tiny/calibration.json", "exp/tiny/calibration/dev_cosine.json",
+                       "exp/tiny/calibration/dev_cosine.scores", "exp/tiny/calibration/dev_cosine_asnorm.json",
+                       "exp/tiny/calibration/dev_cosine_asnorm.scores", "exp/tiny/calibration_cosine_asnorm.json",
+                       "exp/tiny/results/test_cosine.json", "exp/tiny/results/test_cosine_asnorm.json",
+                       "exp/tiny/scores/test_cosine", "exp/tiny/scores/test_cosine_asnorm"]
+    plain = json.loads(Path("exp/tiny/calibration.json").read_text())
+    normalised = json.loads(Path("exp/tiny/calibration_cosine_asnorm.json").read_text())
+    assert (plain["scoring"]["score_norm"], normalised["scoring"]["score_norm"]) == ("none", "asnorm")
+    assert plain["scoring"]["center"] is not None and plain["dev_trials"] == "data/dev/trials"
+    results = json.loads(Path("exp/tiny/results/test_cosine_asnorm.json").read_text())
+    assert results["scoring"] == {"backend": "cosine", "center_scp": "exp/tiny/embeddings/train/xvector.scp",
+                                  "length_norm": False, "score_norm": "asnorm",
+                                  "cohort_scp": "exp/tiny/embeddings/train/spk_xvector.scp", "top_n": 2,
+                                  "calibration": "exp/tiny/calibration_cosine_asnorm.json"}
+    baseline = json.loads(Path("exp/baseline_mfcc_mean/results/test_cosine.json").read_text())
+    assert baseline["center_scp"] is None and "calibration" not in baseline
+    # the same scores as 'spk score' with the options stage 5 used to spell out
+    again = run("score", "--trials", "data/test/trials", "--enroll-scp", "exp/tiny/embeddings/test/xvector.scp",
+                "--test-scp", "exp/tiny/embeddings/test/xvector.scp", "--center-scp",
+                "exp/tiny/embeddings/train/xvector.scp", "--score-norm", "asnorm", "--cohort-scp",
+                "exp/tiny/embeddings/train/spk_xvector.scp", "--top-n", "2", "--calibration",
+                "exp/tiny/calibration_cosine_asnorm.json", "--scores-out", "again", "--results-out", "again.json")
+    assert again.exit_code == 0, again.output
+    assert Path("again").read_text() == Path("exp/tiny/scores/test_cosine_asnorm").read_text()
+
+
+def test_evaluate_checks_every_input_first(scored_experiment):
+    result = run("evaluate", "--exp-dir", "exp/tiny", "--test-sets", "test nosuch", "--calib-set", "dev",
+                 "--score-norm", "znorm", "--baseline-dir", "exp/baseline_mfcc_mean")
+    assert result.exit_code == 1
+    assert ("stage 5 cannot start; missing: data/nosuch/trials, exp/tiny/embeddings/nosuch/xvector.scp, "
+            "exp/baseline_mfcc_mean/embeddings/nosuch/xvector.scp") in result.stderr
+    assert not Path("exp/tiny/calibration").exists() and not Path("exp/tiny/results").exists()

@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +10,8 @@ from click.testing import CliRunner
 
 from spk import report
 from spk.metrics import confusion_matrix, verification_metrics
+from spk.results import (ScoringSettings, read_confusion_csv, read_results, read_results_file, results_for_scores,
+                         verification_results, write_confusion_csv, write_results)
 from spk.scoring import write_scores
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -30,16 +33,16 @@ def make_experiment(exp_dir, seed=0, separation=2.0):
     trials.write_text("".join(f"{e} {t} {'target' if l else 'nontarget'}\n"
                               for e, t, l in zip(enroll, test, labels)))
     write_scores(exp_dir / "scores" / "test_cosine", enroll, test, scores)
-    report.write_results_json(exp_dir / "results" / "test_cosine.json", {
+    write_results(exp_dir / "results" / "test_cosine.json", {
         "kind": "verification", "trials": str(trials), "backend": "cosine",
         "scores": str(exp_dir / "scores" / "test_cosine"), **verification_metrics(scores, labels)})
 
     speakers = [f"spk{i}" for i in range(6)]
     true_index = rng.integers(0, 6, 120)
     pred_index = np.where(rng.random(120) < 0.8, true_index, rng.integers(0, 6, 120))
-    report.write_confusion_csv(exp_dir / "scores" / "ident_confusion.csv",
+    write_confusion_csv(exp_dir / "scores" / "ident_confusion.csv",
                                confusion_matrix(true_index, pred_index, 6), speakers)
-    report.write_results_json(exp_dir / "results" / "ident.json", {
+    write_results(exp_dir / "results" / "ident.json", {
         "kind": "identification", "num_speakers": 6, "num_test": 120,
         "top1": 100 * float(np.mean(true_index == pred_index)), "top5": 99.5,
         "confusion": str(exp_dir / "scores" / "ident_confusion.csv")})
@@ -48,19 +51,41 @@ def make_experiment(exp_dir, seed=0, separation=2.0):
 
 def test_results_json_round_trip(tmp_path):
     path = tmp_path / "exp" / "results" / "a.json"
-    report.write_results_json(path, {"kind": "verification", "eer": np.float64(2.5), "num_target": np.int64(3),
-                                     "bad": float("nan")})
+    write_results(path, {"kind": "verification", "eer": np.float64(2.5), "num_target": np.int64(3),
+                         "bad": float("nan")})
     text = path.read_text()
     assert text == json.dumps({"bad": None, "eer": 2.5, "kind": "verification", "num_target": 3},
                               sort_keys=True, indent=2) + "\n"
-    assert report.read_results(tmp_path / "exp") == [
+    assert read_results(tmp_path / "exp") == [
         {"bad": None, "eer": 2.5, "kind": "verification", "num_target": 3, "name": "a"}]
+
+
+def test_results_record_the_scoring_settings_and_are_found_from_the_scores(tmp_path, monkeypatch):
+    """The stage-5 layout exp/scores/<name> + exp/results/<name>.json: the results file is found from the
+    score file, and files written before the 'scoring' record give the settings from their flat keys."""
+    monkeypatch.chdir(tmp_path)
+    write_scores("exp/scores/test_cosine_asnorm", ["a"], ["b"], [0.5])
+    settings = ScoringSettings(backend="cosine", center_scp="c.scp", score_norm="asnorm", cohort_scp="k.scp", top_n=9)
+    record = verification_results(trials="t", scores="exp/scores/test_cosine_asnorm", enroll_scp="e.scp",
+                                  test_scp="e.scp", settings=settings, metrics={"eer": 1.0}, num_cohort=5,
+                                  top_n_used=5)
+    assert (record["top_n"], record["num_cohort"], record["scoring"]["top_n"]) == (5, 5, 9)
+    write_results("exp/results/test_cosine_asnorm.json", record)
+    found = results_for_scores("exp/scores/test_cosine_asnorm")
+    assert found == Path("exp/results/test_cosine_asnorm.json")
+    assert ScoringSettings.from_results(read_results_file(found), found) == settings
+    old = {k: v for k, v in record.items() if k != "scoring"}
+    assert ScoringSettings.from_results(old, "old.json") == ScoringSettings(
+        backend="cosine", center_scp="c.scp", score_norm="asnorm", cohort_scp="k.scp", top_n=5)
+    assert results_for_scores("exp/results/test_cosine_asnorm.json") is None  # records other scores
+    with pytest.raises(ValueError, match="'kind' must be one of verification, identification, not 'other'"):
+        write_results("exp/results/x.json", {"kind": "other"})
 
 
 def test_confusion_csv_round_trip(tmp_path):
     matrix = np.array([[3, 1], [0, 4]])
-    report.write_confusion_csv(tmp_path / "c.csv", matrix, ["alice", "bob"])
-    got, names = report.read_confusion_csv(tmp_path / "c.csv")
+    write_confusion_csv(tmp_path / "c.csv", matrix, ["alice", "bob"])
+    got, names = read_confusion_csv(tmp_path / "c.csv")
     np.testing.assert_array_equal(got, matrix)
     assert names == ["alice", "bob"]
 
@@ -118,7 +143,7 @@ def test_experiment_report(tmp_path):
     out = report.write_experiment_report(exp_dir)
 
     text = out.read_text()
-    results = {r["name"]: r for r in report.read_results(exp_dir)}
+    results = {r["name"]: r for r in read_results(exp_dir)}
     verification = results["test_cosine"]
     assert f"{verification['eer']:.2f}" in text
     assert f"{verification['min_dcf_0.01']:.4f}" in text and f"{verification['roc_auc']:.4f}" in text
@@ -133,7 +158,7 @@ def test_experiment_report(tmp_path):
 
 def test_missing_score_file_only_skips_the_plot(tmp_path):
     exp_dir = tmp_path / "exp"
-    report.write_results_json(exp_dir / "results" / "t.json", {
+    write_results(exp_dir / "results" / "t.json", {
         "kind": "verification", "eer": 5.0, "scores": str(tmp_path / "gone"), "trials": "nowhere"})
     text = report.write_experiment_report(exp_dir).read_text()
     assert "5.00" in text and not (exp_dir / "plots").exists()

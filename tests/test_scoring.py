@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from spk import scoring
+from spk.data import DataFormatError, read_trials
 from spk.metrics import compute_eer
 
 
@@ -123,7 +124,7 @@ def test_zero_vector_scores_zero_not_nan():
 
 def test_separable_speakers_score_well(speakers, tmp_path):
     enroll, test = speakers
-    trials = scoring.read_trials(write_trials(tmp_path / "trials", enroll, test))
+    trials = scoring.trial_columns(read_trials(write_trials(tmp_path / "trials", enroll, test)))
     scores = scoring.score_trials(trials, enroll, test)
     assert compute_eer(scores, trials[2])[0] < 0.1
 
@@ -133,7 +134,7 @@ def test_missing_id_names_id_line_and_side(tmp_path, speakers):
     path = tmp_path / "trials"
     path.write_text("spk0-enroll spk0-test0 target\nspk0-enroll spk9-test0 nontarget\n")
     with pytest.raises(scoring.TrialsError, match=r"trials line 2: test id 'spk9-test0' has no test embedding"):
-        scoring.score_trials(scoring.read_trials(path), enroll, test, trials_path=path)
+        scoring.score_trials(scoring.trial_columns(read_trials(path)), enroll, test, trials_path=path)
     with pytest.raises(scoring.TrialsError, match="trial 1: enroll id 'nobody'"):
         scoring.score_trials((["nobody"], ["spk0-test0"]), enroll, test)
 
@@ -149,26 +150,29 @@ def test_dimension_mismatch_is_an_error():
         scoring.score_trials((["a"], ["b"]), {"a": np.ones(4)}, {"b": np.ones(5)})
 
 
-def test_read_trials(tmp_path):
+def test_trial_columns(tmp_path):
     path = tmp_path / "trials"
-    path.write_text("a x target\nb y nontarget\n")
-    enroll_ids, test_ids, labels = scoring.read_trials(path)
-    assert (enroll_ids, test_ids, labels.tolist()) == (["a", "b"], ["x", "y"], [1, 0])
-    path.write_text("a x\nb y\n")
-    assert scoring.read_trials(path)[2] is None
+    path.write_text("a x target\nb\ty  nontarget\n")
+    enroll_ids, test_ids, labels = scoring.trial_columns(read_trials(path))
+    assert (enroll_ids, test_ids, labels.tolist(), labels.dtype) == (["a", "b"], ["x", "y"], [1, 0], np.int8)
+    path.write_text("")
+    assert [len(column) for column in scoring.trial_columns(read_trials(path))] == [0, 0, 0]
 
 
 @pytest.mark.parametrize("text, message", [
-    ("a x target\nb y maybe\n", "line 2: label 'maybe'"),
-    ("a x target\n\n", "line 2: expected"),
-    ("a x target\nb y\n", "line 2: 2 fields"),
-    ("", "is empty"),
+    ("a x target\nb y maybe\n", "trials:2: label 'maybe' is neither 'target' nor 'nontarget'"),
+    ("a x target\n\n", "trials:2: empty line"),
+    ("a x target\nb y\n", "trials:2: expected 3 fields, found 2; the layout is `<enroll-id> <test-id> "
+                           "target|nontarget`"),
+    (b"a x target\nb \xff nontarget\n", "trials:2: not valid UTF-8"),
 ])
-def test_read_trials_errors(tmp_path, text, message):
+def test_the_one_trials_reader_names_file_and_line(tmp_path, text, message):
+    """spk.data.read_trials, which every scorer uses: its errors say where and what, like every data-dir reader."""
     path = tmp_path / "trials"
-    path.write_text(text)
-    with pytest.raises(scoring.TrialsError, match=message):
-        scoring.read_trials(path)
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(DataFormatError, match=message) as error:
+        read_trials(path)
+    assert str(error.value).startswith(f"{path}:2: ")
 
 
 def test_scores_round_trip_and_join_with_trials(tmp_path):

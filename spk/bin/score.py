@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
-
 import click
 
-from spk.metrics import calibrated_metrics, compute_cllr, verification_metrics
-from spk.report import write_results_json
-from spk.score_norm import DEFAULT_TOP_N, SCORE_NORMS, score_trials_normalised
-from spk.scoring import BACKENDS, load_embeddings, mean_embedding, read_trials, write_scores
-
-logger = logging.getLogger(__name__)
+from spk.data import DataDirError
+from spk.evaluation import score_verification
+from spk.results import ScoringSettings
+from spk.score_norm import DEFAULT_TOP_N, SCORE_NORMS
+from spk.scoring import BACKENDS
 
 
 def _check_norm_options(score_norm: str, cohort_scp: str | None, top_n: int | None) -> None:
@@ -65,43 +61,9 @@ def score(trials_path, enroll_scp, test_scp, backend, center_scp, length_norm, s
     against a cohort, and calibrate them to log-likelihood ratios.
     """
     _check_norm_options(score_norm, cohort_scp, top_n)
-    name = name or Path(results_out).stem
+    settings = ScoringSettings(backend=backend, center_scp=center_scp, length_norm=length_norm, score_norm=score_norm,
+                               cohort_scp=cohort_scp, top_n=top_n, calibration=calibration_path)
     try:
-        calibration = None
-        if calibration_path is not None:
-            from spk.calibration import load_calibration
-            calibration = load_calibration(calibration_path)
-        trials = read_trials(trials_path)
-        if trials[2] is None:
-            raise click.ClickException(f"{trials_path} has no target/nontarget labels; results need them")
-        enroll = load_embeddings(enroll_scp)
-        test = load_embeddings(test_scp)
-        mean = mean_embedding(load_embeddings(center_scp)) if center_scp else None
-        cohort = load_embeddings(cohort_scp) if cohort_scp else None
-        scores = score_trials_normalised(trials, enroll, test, cohort, score_norm, backend, top_n, trials_path,
-                                         mean=mean, length_norm=length_norm)
-        raw_scores = scores
-        if calibration is not None:
-            scores = calibration.transform(scores)
-        write_scores(scores_out, trials[0], trials[1], scores)
-        results = {"kind": "verification", "trials": trials_path, "backend": backend, "scores": scores_out,
-                   "enroll_scp": enroll_scp, "test_scp": test_scp, "center_scp": center_scp,
-                   "length_norm": length_norm, "score_norm": score_norm,
-                   **verification_metrics(scores, trials[2])}
-        if score_norm != "none":
-            results["cohort_scp"] = cohort_scp
-            results["num_cohort"] = len(cohort[0])
-        if score_norm == "asnorm":
-            results["top_n"] = min(top_n or DEFAULT_TOP_N, len(cohort[0]))
-        if calibration is not None:
-            results.update(calibration=calibration_path, **calibrated_metrics(scores, trials[2]),
-                           cllr_uncalibrated=compute_cllr(raw_scores, trials[2]))  # raw scores read as LLRs
-    except (OSError, ValueError) as error:
+        score_verification(trials_path, enroll_scp, test_scp, scores_out, results_out, settings, name=name)
+    except (OSError, ValueError, DataDirError) as error:
         raise click.ClickException(str(error)) from None
-    write_results_json(results_out, results)
-    logger.info("%s: %d trials (%d target, %d nontarget), %s%s: EER %.2f%%, minDCF@0.01 %.4f, "
-                "minDCF@0.001 %.4f, ROC-AUC %.4f%s -> %s", name, len(scores), results["num_target"],
-                results["num_nontarget"], backend, "" if score_norm == "none" else f" + {score_norm}",
-                results["eer"], results["min_dcf_0.01"], results["min_dcf_0.001"], results["roc_auc"],
-                "" if calibration is None else f", Cllr {results['cllr']:.4f} (min {results['min_cllr']:.4f}), "
-                f"actDCF@0.01 {results['act_dcf_0.01']:.4f}", results_out)

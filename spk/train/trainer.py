@@ -467,15 +467,13 @@ def _load_valid(valid_dir: Path, feature_config, global_stats, speaker_index):
 
 
 def _load_valid_trials(trials_dir: Path, feature_config, global_stats):
-    from spk.scoring import read_trials
+    from spk.data import read_trials
+    from spk.scoring import trial_columns
 
     cmvn = trials_dir / "cmvn.scp"
     store = FeatureStore(str(trials_dir / "feats.scp"), feature_config,
                          cmvn_scp=str(cmvn) if cmvn.exists() else None, global_stats=global_stats)
-    enroll, test, labels = read_trials(trials_dir / "trials")
-    if labels is None:
-        raise ValueError(f"{trials_dir}/trials has no target/nontarget labels")
-    return store, (enroll, test, labels)
+    return store, trial_columns(read_trials(trials_dir / "trials"))
 
 
 @torch.no_grad()
