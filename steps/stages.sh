@@ -157,54 +157,10 @@ fi
 current_stage=5
 if stage_active 5; then
   log "stage 5: scoring"
-  train_emb=$exp/embeddings/$train_set
-  center_opt=(); [ "$center" = true ] && center_opt=(--center-scp "$train_emb/xvector.scp")
-  norm_opt=()
-  if [ "$score_norm" != none ]; then
-    norm_opt=(--score-norm "$score_norm" --cohort-scp "$train_emb/spk_xvector.scp")
-    [ "$score_norm" = asnorm ] && norm_opt+=(--top-n "$top_n")
-  fi
-  system=$backend; [ "$score_norm" != none ] && system=${backend}_$score_norm
-  calib_raw=(); calib_norm=()
-  if [ -n "$calib_set" ]; then
-    # fit on the dev set's scores, made exactly as the test scores are (backend, centering, normalisation):
-    # calibration.json for the plain backend (what 'spk verify' uses), calibration_<system>.json for the
-    # normalised scores
-    cscp=$exp/embeddings/$calib_set/xvector.scp
-    for sys in $backend $([ "$score_norm" != none ] && echo "$system"); do
-      opts=("${center_opt[@]}"); cal_norm=none
-      [ "$sys" != "$backend" ] && { opts+=("${norm_opt[@]}"); cal_norm=$score_norm; }
-      cal_json=$exp/calibration.json; [ "$sys" != "$backend" ] && cal_json=$exp/calibration_$sys.json
-      run spk score --trials "data/$calib_set/trials" --enroll-scp "$cscp" --test-scp "$cscp" --backend "$backend" \
-        "${opts[@]}" --scores-out "$exp/calibration/${calib_set}_$sys.scores" \
-        --results-out "$exp/calibration/${calib_set}_$sys.json"
-      run spk calibrate --scores "$exp/calibration/${calib_set}_$sys.scores" --trials "data/$calib_set/trials" \
-        --backend "$backend" "${center_opt[@]}" --score-norm "$cal_norm" --out "$cal_json"
-      if [ "$sys" = "$backend" ]; then calib_raw=(--calibration "$cal_json"); else calib_norm=(--calibration "$cal_json"); fi
-    done
-  fi
-  for s in $test_sets; do
-    scp=$exp/embeddings/$s/xvector.scp
-    run spk score --trials data/$s/trials --enroll-scp "$scp" --test-scp "$scp" --backend "$backend" \
-      "${center_opt[@]}" "${calib_raw[@]}" \
-      --scores-out "$exp/scores/${s}_$backend" --results-out "$exp/results/${s}_$backend.json"
-    if [ "$score_norm" != none ]; then
-      run spk score --trials data/$s/trials --enroll-scp "$scp" --test-scp "$scp" --backend "$backend" \
-        "${center_opt[@]}" "${norm_opt[@]}" "${calib_norm[@]}" \
-        --scores-out "$exp/scores/${s}_$system" --results-out "$exp/results/${s}_$system.json"
-    fi
-    if [ "$baseline" = true ]; then
-      bscp=exp/baseline_mfcc_mean/embeddings/$s/xvector.scp
-      run spk score --trials data/$s/trials --enroll-scp "$bscp" --test-scp "$bscp" --backend cosine \
-        --scores-out exp/baseline_mfcc_mean/scores/${s}_cosine \
-        --results-out exp/baseline_mfcc_mean/results/${s}_cosine.json
-    fi
-  done
-  for s in $ident_sets; do
-    run spk eval-id --exp-dir "$exp" --embeddings "$exp/embeddings/$s/xvector.scp" --data-dir data/$s \
-      --speaker-embeddings "$exp/embeddings/$train_set/spk_xvector.scp" \
-      --results-out "$exp/results/${s}_identification.json"
-  done
+  baseline_opt=(); [ "$baseline" = true ] && baseline_opt=(--baseline-dir exp/baseline_mfcc_mean)
+  run spk evaluate --exp-dir "$exp" --data-root data --train-set "$train_set" --test-sets "$test_sets" \
+    --ident-sets "$ident_sets" --calib-set "$calib_set" --backend "$backend" --center "$center" \
+    --score-norm "$score_norm" --top-n "$top_n" "${baseline_opt[@]}"
 fi
 
 current_stage=6
