@@ -9,18 +9,17 @@
         result = model.verify("sample.wav", db, "alice")      # result.accept, .score, .threshold, .llr
         ranking = model.identify("sample.wav", db=db)           # result.speaker, result.candidates
 
-A model is an experiment dir (``exp/<tag>``: ``config.yaml``, ``models/final.pt``,
-``speakers.txt``, optionally ``calibration.json``, ``global_cmvn.npy``, ``center.npy``)
-or a model package dir (with ``spk_package.json``, read by ``spk.package``).
+A model is an experiment dir (``exp/<tag>``) or a model package dir, loaded by
+:func:`spk.model_dir.load_trained`.
 
-Embeddings are made exactly as stage 4 (``spk embed``) makes them: the audio is
-read as float32 mono at the model's rate (``spk.audio``), features are computed
-with the experiment's feature config (``spk.features.compute_features``) and
-normalised as training normalised them (per utterance, or with the training
-set's global statistics), and the embedder runs on the whole utterance, or on
-sliding windows whose length-normalised embeddings are averaged (as ``spk embed
---chunk-seconds`` does). :meth:`SpeakerModel.embed` returns the result scaled to
-unit length.
+Embeddings are made exactly as stage 4 (``spk embed``) makes them, by the one
+inference chain (:mod:`spk.inference`): the audio file is read as float32 mono
+at the model's rate (``spk.audio``; a path is always a file, never a shell
+command), features are computed with the experiment's feature config and
+normalised as training normalised them, and the embedder runs on the whole
+utterance, or on sliding windows whose length-normalised embeddings are averaged
+(as ``spk embed --chunk-seconds`` does). :meth:`SpeakerModel.embed` returns the
+result scaled to unit length.
 
 Scores are cosine similarities, after subtracting the model's centre vector when
 it has one (the mean the calibration's dev scores were centred on, or
@@ -33,9 +32,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from hashlib import sha256
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence, Union
@@ -43,11 +41,14 @@ from typing import Any, Iterable, Iterator, Sequence, Union
 import numpy as np
 from tqdm import tqdm
 
-from spk.audio import AudioError, read_audio
-from spk.calibration import Calibration, load_calibration
-from spk.features import FeatureConfig, compute_features, frame_log_energy, normalise, vad_threshold
+from spk.audio import AudioError, read_audio_file
+from spk.calibration import Calibration
+from spk.features import frame_log_energy, vad_threshold
+from spk.inference import (COSINE_SCALE, Chunking, embed_features, head_posteriors, score_posteriors, unit_length,
+                           waveform_features)
 from spk.scoring import centred_cosine
 from spk.speaker_db import Enrollment, ModelIdentity, SpeakerDB, check_speaker_name
+from spk.model_dir import CONFIG, MANIFEST, TrainedModel, TrainedModelError, load_trained
 
 logger = logging.getLogger(__name__)
 
@@ -56,12 +57,6 @@ __all__ = ["COSINE_SCALE", "CalibrationError", "IdentifyResult", "ModelLoadError
 
 MIN_AUDIO_S = 0.5  # shorter audio is refused
 MIN_SPEECH_S = 0.5  # less speech than this after VAD is refused
-# Without calibration, identification probabilities are softmax(COSINE_SCALE * cosine): the scale of
-# spk.identify.cosine_posteriors, a typical AM-softmax scale that makes a 0.1 cosine gap a factor of e^3.
-COSINE_SCALE = 30.0
-MAX_WINDOWS_PER_BATCH = 64
-# the parts of an experiment config that decide what the embedder computes (beside its weights)
-_ARCHITECTURE_KEYS = ("encoder", "encoder_conf", "pooling", "pooling_conf", "segment_layers", "embedding_dim")
 
 Audio = Union[str, os.PathLike, np.ndarray]
 
@@ -130,26 +125,20 @@ class SpeakerModel:
     reloaded per call, and torch settings (threads) are left to the caller.
     """
 
-    def __init__(self, model, feature_config: FeatureConfig, speakers: list[str], *, source: str,
-                 architecture: dict[str, Any], global_cmvn: np.ndarray | None = None,
-                 center: np.ndarray | None = None, calibration: Calibration | None = None,
-                 calibration_problem: str | None = None, device: str = "cpu"):
-        self.model = model
-        self.feature_config = feature_config
-        self.speakers = list(speakers)
-        self.source = source
-        self.global_cmvn = None if global_cmvn is None else np.asarray(global_cmvn, dtype=np.float64)
-        self.center = None if center is None else np.asarray(center, dtype=np.float32).ravel()
-        self.calibration = calibration
-        self._calibration_problem = calibration_problem
-        self.device = _torch().device(device)
-        self._architecture = architecture
+    def __init__(self, trained: TrainedModel):
+        self.trained = trained
+        self.model = trained.embedder
+        self.feature_config = trained.feature_config
+        self.speakers = list(trained.speakers)
+        self.source = str(trained.source)
+        self.global_cmvn = trained.global_cmvn
+        self.device = trained.device
+        calibration = trained.calibration
+        self._calibration_problem = _calibration_problem(calibration, trained.source) if calibration else None
+        self.calibration: Calibration | None = None if self._calibration_problem else calibration
+        # the calibration's centre, when it records one, is the one its thresholds hold with
+        self.center = trained.center
         self._identity: ModelIdentity | None = None
-        if self.center is not None and self.center.size != self.embedding_dim:
-            raise ModelLoadError(f"{source}: the centre vector has {self.center.size} values but the embeddings "
-                                 f"{self.embedding_dim}")
-        if self.feature_config.cmvn == "global" and self.global_cmvn is None:
-            raise ModelLoadError(f"{source}: the model uses global CMVN but no global statistics were given")
 
     # --- loading ----------------------------------------------------------------------
 
@@ -160,75 +149,14 @@ class SpeakerModel:
         Raises :class:`ModelLoadError` naming the path and what is missing or wrong.
         """
         path = Path(path)
-        if not path.exists():
-            raise ModelLoadError(f"model {path} does not exist; give a trained experiment dir (exp/<tag>) "
-                                 "or a model package dir")
-        if not path.is_dir():
-            raise ModelLoadError(f"model {path} is not a directory; give a trained experiment dir (exp/<tag>) "
-                                 "or a model package dir")
-        if (path / "spk_package.json").is_file():
-            return cls._load_package(path, device)
-        if (path / "config.yaml").is_file():
-            return cls._load_experiment(path, device)
-        raise ModelLoadError(f"{path} is not a model: it has neither config.yaml (a trained experiment dir, "
-                             "exp/<tag>) nor spk_package.json (a model package)")
-
-    @classmethod
-    def _load_experiment(cls, exp_dir: Path, device: str) -> SpeakerModel:
-        from spk.train.trainer import load_trained_model
-
-        for name, fix in (("models/final.pt", "train the model first (stage 3)"),
-                          ("speakers.txt", "it is written by training (stage 3); retrain or restore it")):
-            if not (exp_dir / name).is_file():
-                raise ModelLoadError(f"{exp_dir} is not a trained experiment: {exp_dir / name} is missing; {fix}")
         try:
-            model, config, speakers = load_trained_model(exp_dir, device)
-            feature_config = FeatureConfig.from_dict(config.features, source=f"{exp_dir / 'config.yaml'} features")
-        except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
-            raise ModelLoadError(f"cannot load the model of {exp_dir}: {error}") from None
-        if not config.features:
-            raise ModelLoadError(f"{exp_dir / 'config.yaml'} has no 'features:' section; it was not written by "
-                                 "'spk train' (stage 3)")
-        global_cmvn = None
-        if feature_config.cmvn == "global":
-            stats_path = exp_dir / "global_cmvn.npy"
-            if not stats_path.is_file():
-                raise ModelLoadError(f"{exp_dir} was trained with global CMVN but {stats_path} is missing; "
-                                     "training writes it (retrain, or restore the file)")
-            global_cmvn = np.load(stats_path)
-        calibration, problem = None, None
-        if (exp_dir / "calibration.json").is_file():
-            try:
-                calibration = load_calibration(exp_dir / "calibration.json")
-            except (OSError, ValueError) as error:
-                raise ModelLoadError(str(error)) from None
-            problem = _calibration_problem(calibration, exp_dir / "calibration.json")
-        center = _choose_center(exp_dir, calibration if problem is None else None)
-        trained = config.phases()[-1].to_dict()
-        return cls(model, feature_config, speakers, source=str(exp_dir),
-                   architecture={key: trained.get(key) for key in _ARCHITECTURE_KEYS},
-                   global_cmvn=global_cmvn, center=center, calibration=None if problem else calibration,
-                   calibration_problem=problem, device=device)
-
-    @classmethod
-    def _load_package(cls, package_dir: Path, device: str) -> SpeakerModel:
-        try:
-            from spk.package import load_package
-        except ImportError as error:
-            raise ModelLoadError(f"{package_dir} is a model package, but this spk cannot read packages "
-                                 f"({error})") from None
-        try:
-            package = load_package(package_dir, device=device)
-        except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
-            raise ModelLoadError(f"cannot load the model package {package_dir}: {error}") from None
-        calibration = package.get("calibration")
-        problem = _calibration_problem(calibration, package_dir) if calibration is not None else None
-        model = package["model"]  # on its device, in eval mode
-        trained = package["config"].phases()[-1].to_dict()
-        return cls(model, package["feature_config"], package["speakers"], source=str(package_dir),
-                   architecture={key: trained.get(key) for key in _ARCHITECTURE_KEYS},
-                   global_cmvn=package.get("global_cmvn"), center=package.get("center"),
-                   calibration=None if problem else calibration, calibration_problem=problem, device=device)
+            return cls(load_trained(path, device))
+        except TrainedModelError as error:
+            if (path / MANIFEST).is_file():
+                raise ModelLoadError(f"cannot load the model package {path}: {error}") from None
+            if (path / CONFIG).is_file():
+                raise ModelLoadError(f"cannot load the model of {path}: {error}") from None
+            raise ModelLoadError(str(error)) from None
 
     # --- properties ---------------------------------------------------------------------
 
@@ -252,7 +180,7 @@ class SpeakerModel:
         """
         if self._identity is None:
             digest = sha256()
-            digest.update(json.dumps(self._architecture, sort_keys=True, default=str).encode())
+            digest.update(json.dumps(self.trained.architecture(), sort_keys=True, default=str).encode())
             digest.update(json.dumps(self.feature_config.to_dict(), sort_keys=True).encode())
             for name, tensor in sorted(self.model.state_dict().items()):
                 if name.startswith("head."):
@@ -275,7 +203,8 @@ class SpeakerModel:
               window_s: float = 3.0, hop_s: float = 1.5, vad: bool = False) -> np.ndarray:
         """The L2-normalised embedding (float32) of an audio file or waveform.
 
-        ``audio`` is a path (any format ``spk.audio`` reads, or a ``command |``), or a
+        ``audio`` is the path of an audio file (any format soundfile reads; never run as a
+        command, whatever its name), or a
         float waveform in [-1, 1] at ``sample_rate`` (default: the model's rate, 16 kHz),
         shape ``(samples,)`` or ``(samples, channels)`` (channels are averaged).
         ``windowed`` embeds windows of ``window_s`` seconds every ``hop_s`` seconds and
@@ -285,7 +214,7 @@ class SpeakerModel:
         or under 0.5 s of speech after VAD.
         """
         vector, _ = self._embed(audio, sample_rate, windowed, window_s, hop_s, vad)
-        return _unit(vector)
+        return unit_length(vector)
 
     def _embed(self, audio: Audio, sample_rate: int | None, windowed: bool, window_s: float, hop_s: float,
                vad: bool) -> tuple[np.ndarray, float]:
@@ -293,7 +222,8 @@ class SpeakerModel:
         waveform, name = self._waveform(audio, sample_rate)
         feats = self._features(waveform, name, vad)
         chunking = _windows(window_s, hop_s, self.feature_config.frame_shift_ms) if windowed else None
-        return self._run_model(feats, chunking), len(waveform) / self.feature_config.sample_rate
+        vector = embed_features(self.model, feats, chunking=chunking, device=self.device)
+        return vector, len(waveform) / self.feature_config.sample_rate
 
     def _waveform(self, audio: Audio, sample_rate: int | None) -> tuple[np.ndarray, str]:
         """Float32 mono samples at the model's rate, checked long enough, and a name for messages."""
@@ -309,11 +239,11 @@ class SpeakerModel:
             name = os.fspath(audio)
             if sample_rate is not None:
                 raise SpkError("sample_rate is only for waveforms; audio files carry their own rate")
-            if not name.rstrip().endswith("|") and not os.path.isfile(name):
+            if not os.path.isfile(name):
                 problem = "is not a file" if os.path.exists(name) else "does not exist"
                 raise SpkInputError(f"audio file {name} {problem}; check the path")
             try:
-                samples = read_audio(name, target_rate=rate)
+                samples = read_audio_file(name, target_rate=rate)
             except AudioError as error:
                 raise SpkInputError(f"cannot read audio {name}: {error}") from None
         else:
@@ -334,38 +264,15 @@ class SpeakerModel:
 
     def _features(self, waveform: np.ndarray, name: str, vad: bool) -> np.ndarray:
         """Normalised features, as the training feature store gives them (VAD first when asked)."""
-        config = self.feature_config
-        feats = compute_features(waveform, replace(config, vad=config.vad or vad))
-        if config.vad or vad:
-            speech_s = len(feats) * config.frame_shift_ms / 1000
+        feats = waveform_features(waveform, self.feature_config, self.global_cmvn, vad=vad)
+        if self.feature_config.vad or vad:
+            speech_s = len(feats) * self.feature_config.frame_shift_ms / 1000
             if speech_s < MIN_SPEECH_S:
                 raise SpkInputError(f"{name} has too little speech: {speech_s:.2f} s after voice activity "
                                     f"detection, and at least {MIN_SPEECH_S:g} s is needed")
         if len(feats) == 0:
             raise SpkInputError(f"{name} gives no feature frames; it is too short")
-        return normalise(np.ascontiguousarray(feats), config, global_stats=self.global_cmvn)
-
-    def _run_model(self, feats: np.ndarray, chunking) -> np.ndarray:
-        """The embedder on the whole matrix, or the mean unit-length embedding of its windows."""
-        torch = _torch()
-        with torch.inference_mode():
-            return self._run_model_on(torch, feats, chunking)
-
-    def _run_model_on(self, torch, feats: np.ndarray, chunking) -> np.ndarray:
-        if chunking is None:
-            batch = torch.from_numpy(feats).unsqueeze(0).to(self.device)
-            lengths = torch.tensor([len(feats)], dtype=torch.int64, device=self.device)
-            return self.model.embed(batch, lengths)[0].float().cpu().numpy()
-        bounds = chunking.bounds(len(feats))
-        total = np.zeros(self.embedding_dim, dtype=np.float64)
-        for first in range(0, len(bounds), MAX_WINDOWS_PER_BATCH):
-            group = bounds[first:first + MAX_WINDOWS_PER_BATCH]
-            # all windows of an utterance longer than one window have the same length
-            batch = torch.from_numpy(np.stack([feats[start:end] for start, end in group])).to(self.device)
-            lengths = torch.full((len(group),), group[0][1] - group[0][0], dtype=torch.int64, device=self.device)
-            vectors = self.model.embed(batch, lengths).float().cpu().numpy().astype(np.float64)
-            total += (vectors / (np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12)).sum(axis=0)
-        return (total / len(bounds)).astype(np.float32)
+        return feats
 
     # --- scoring ------------------------------------------------------------------------
 
@@ -446,7 +353,7 @@ class SpeakerModel:
         point = None
         if threshold is None:
             threshold, point = self.threshold(operating_point), operating_point
-        stream = StreamingEmbedder(self.model, self.feature_config, self.global_cmvn)
+        stream = StreamingEmbedder.for_model(self.trained)
         for chunk in chunks:
             stream.accept_waveform(np.asarray(chunk, dtype=np.float32))
             if stream.num_frames:
@@ -494,7 +401,7 @@ class SpeakerModel:
         names, models = db.speaker_models()
         scores = self._scores(models, self.embed(audio, **embed_options))
         llrs = self.calibration.transform(scores) if self.calibration is not None else None
-        probabilities = _softmax(llrs if llrs is not None else COSINE_SCALE * scores)
+        probabilities = score_posteriors(llrs, 1.0) if llrs is not None else score_posteriors(scores)
         order = np.argsort(-scores, kind="stable")[:top_k]
         candidates = [Candidate(names[i], float(probabilities[i]), float(scores[i]),
                                 None if llrs is None else float(llrs[i])) for i in order]
@@ -512,10 +419,7 @@ class SpeakerModel:
             raise SpkError("an unknown-speaker threshold applies to enrolled speakers: give a speaker database "
                            "(--db) too")
         vector, _ = self._embed(audio, **_embed_args(embed_options))
-        torch = _torch()
-        with torch.inference_mode():
-            logits = self.model.classify(torch.from_numpy(vector[None, :]).to(self.device))
-            posteriors = torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
+        posteriors = head_posteriors(self.model, vector[None, :])[0]
         order = np.argsort(-posteriors, kind="stable")[:top_k]
         candidates = [Candidate(self.speakers[i], float(posteriors[i])) for i in order]
         return IdentifyResult(candidates[0].speaker, False, "classifier_head", candidates)
@@ -536,7 +440,7 @@ class SpeakerModel:
         for audio in tqdm(audios, desc=f"enroll {speaker}", unit="utt", leave=False, disable=len(audios) < 5):
             vector, duration = self._embed(audio, **_embed_args(embed_options))
             source = "<waveform>" if isinstance(audio, np.ndarray) else _source_name(audio)
-            items.append(Enrollment(source, duration, _unit(vector)))
+            items.append(Enrollment(source, duration, unit_length(vector)))
         if isinstance(db, (str, os.PathLike)):
             with self.open_db(db, create=True) as opened:
                 return opened.add_enrollments(speaker, items)
@@ -545,13 +449,6 @@ class SpeakerModel:
 
 
 # --- helpers --------------------------------------------------------------------------
-
-
-def _torch():
-    """torch, imported on first use: importing this module stays light, so the CLI reports bad paths fast."""
-    import torch
-
-    return torch
 
 
 def _embed_args(options: dict) -> dict:
@@ -565,18 +462,8 @@ def _embed_args(options: dict) -> dict:
 
 
 def _source_name(audio) -> str:
-    """How an enrollment's source is recorded: an absolute path, or a pipe command as given."""
-    text = os.fspath(audio)
-    return text if text.rstrip().endswith("|") else os.path.abspath(text)
-
-
-def _unit(vector: np.ndarray) -> np.ndarray:
-    return (vector / (np.linalg.norm(vector) + 1e-12)).astype(np.float32)
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(np.asarray(logits, dtype=np.float64) - np.max(logits))
-    return shifted / shifted.sum()
+    """How an enrollment's source is recorded: its absolute path."""
+    return os.path.abspath(os.fspath(audio))
 
 
 def _check_waveform(audio: np.ndarray) -> np.ndarray:
@@ -593,10 +480,8 @@ def _check_waveform(audio: np.ndarray) -> np.ndarray:
     return np.clip(audio, -1.0, 1.0).astype(np.float32, copy=False)
 
 
-def _windows(window_s: float, hop_s: float, frame_shift_ms: float):
-    """Sliding windows of ``window_s`` seconds every ``hop_s`` seconds, as spk.embed's chunking."""
-    from spk.embed import Chunking
-
+def _windows(window_s: float, hop_s: float, frame_shift_ms: float) -> Chunking:
+    """Sliding windows of ``window_s`` seconds every ``hop_s`` seconds, as stage 4's chunking."""
     if not window_s > 0:
         raise SpkError(f"the window length must be positive, not {window_s:g} s")
     if not 0 < hop_s <= window_s:
@@ -634,18 +519,3 @@ def _calibration_problem(calibration: Calibration, where) -> str | None:
                 "but verification scores by plain cosine: refit it on cosine scores ('spk calibrate "
                 "--backend cosine'), or pass an explicit threshold (--threshold)")
     return None
-
-
-def _choose_center(exp_dir: Path, calibration: Calibration | None) -> np.ndarray | None:
-    """The centre vector: the one the calibration's dev scores were centred on, else ``center.npy``."""
-    from_calibration = None
-    if calibration is not None and (calibration.scoring or {}).get("center") is not None:
-        from_calibration = np.asarray(calibration.scoring["center"], dtype=np.float32)
-    path = exp_dir / "center.npy"
-    from_file = np.load(path).astype(np.float32).ravel() if path.is_file() else None
-    if from_calibration is not None:
-        if from_file is not None and not np.allclose(from_file, from_calibration, atol=1e-6):
-            logger.warning("%s differs from the centre the calibration was fitted with; using the calibration's, "
-                           "so that its thresholds hold", path)
-        return from_calibration
-    return from_file

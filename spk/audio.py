@@ -49,7 +49,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-__all__ = ["AudioError", "AudioReader", "is_pipe", "read_audio", "read_audio_with_rate", "read_segment"]
+__all__ = ["AudioError", "AudioReader", "is_pipe", "read_audio", "read_audio_file", "read_audio_with_rate",
+           "read_segment"]
 
 RESAMPLE_QUALITY = "HQ"
 SEGMENT_END_TOLERANCE_S = 0.01
@@ -99,6 +100,21 @@ def read_audio(
     """
     samples, _ = read_audio_with_rate(source, target_rate=target_rate, channel=channel, utt_id=utt_id)
     return samples
+
+
+def read_audio_file(path: str | os.PathLike, *, target_rate: int | None = 16000,
+                    channel: str | int = "mean") -> np.ndarray:
+    """Read an audio file as float32 mono, resampled to ``target_rate``.
+
+    Unlike :func:`read_audio`, ``path`` is always a file name, never a ``command |``:
+    this is the reader for audio handed to the product (CLI, API), where a name is
+    data, not something to run.
+    """
+    _check_options(target_rate, channel)
+    path = os.fspath(path)
+    origin = _Origin(path)
+    samples, rate = _read_file_range(path, 0.0, None, channel, origin)
+    return _finish(samples, rate, target_rate, origin)
 
 
 def read_audio_with_rate(

@@ -26,6 +26,7 @@ How
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
 import warnings
 from pathlib import Path
@@ -232,8 +233,11 @@ def export_onnx(model: SpeakerEmbedder, path: str | Path, opset: int = ONNX_OPSE
 
     Inputs ``feats`` (float32 ``[batch, frames, D]``) and ``lengths`` (int64 ``[batch]``),
     output ``embeddings`` (float32 ``[batch, E]``). Uses torch's TorchScript-based
-    exporter (``dynamo=False``), which needs no extra packages.
+    exporter (``dynamo=False``), which needs the ``onnx`` package (``pip install 'spk[export]'``).
     """
+    if importlib.util.find_spec("onnx") is None:
+        raise ExportError("the onnx package is not installed, and torch's ONNX exporter needs it: "
+                          "pip install 'spk[export]', or export without ONNX (spk export --no-onnx)")
     path = Path(path)
     wrapper = ExportableEmbedder(model.cpu().eval(), onnx_compatible=True)
     feats, lengths = example_inputs(_input_dim(model))

@@ -10,23 +10,15 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from spk.data import DataDir
+from spk.inference import COSINE_SCALE, head_posteriors, score_posteriors, unit_length
 from spk.metrics import confusion_matrix, identification_metrics
 from spk.results import write_identification_results
 from spk.scoring import load_embeddings
-from spk.train.trainer import load_trained_model
+from spk.model_dir import load_trained
 
 logger = logging.getLogger(__name__)
-
-
-@torch.no_grad()
-def speaker_posteriors(model, embeddings: np.ndarray) -> np.ndarray:
-    """Softmax over the training speakers for each embedding row."""
-    model.eval()
-    logits = model.classify(torch.from_numpy(np.asarray(embeddings, dtype=np.float32)))
-    return torch.softmax(logits, dim=1).numpy()
 
 
 def evaluate_identification(exp_dir: Path, embeddings_scp: Path, data_dir: Path, results_json: Path,
@@ -41,7 +33,8 @@ def evaluate_identification(exp_dir: Path, embeddings_scp: Path, data_dir: Path,
     accuracy).  Every utterance of ``data_dir`` must belong to a training speaker
     (closed set); others are an error naming them.
     """
-    model, _, speakers = load_trained_model(exp_dir)
+    trained = load_trained(exp_dir)
+    model, speakers = trained.embedder, trained.speakers
     ids, matrix = load_embeddings(embeddings_scp)
     utt2spk = DataDir(data_dir).utt2spk()
     index = {s: i for i, s in enumerate(speakers)}
@@ -52,12 +45,13 @@ def evaluate_identification(exp_dir: Path, embeddings_scp: Path, data_dir: Path,
     keep = [i for i, u in enumerate(ids) if u in utt2spk]
     truth = np.array([index[utt2spk[ids[i]]] for i in keep])
     if model.head is not None:
-        posteriors, backend = speaker_posteriors(model, matrix[keep]), "softmax_head"
+        posteriors, backend = head_posteriors(model, matrix[keep]), "softmax_head"
     else:
         if speaker_embeddings_scp is None:
             raise ValueError(f"{exp_dir} has no classification head (embedding loss): give the training "
                              "speakers' embeddings (spk_xvector.scp of the training set)")
-        posteriors, backend = cosine_posteriors(matrix[keep], speaker_embeddings_scp, speakers), "cosine_to_speaker_means"
+        posteriors = cosine_posteriors(matrix[keep], speaker_embeddings_scp, speakers)
+        backend = "cosine_to_speaker_means"
     confusion = confusion_matrix(truth, posteriors.argmax(axis=1), len(speakers))
     results = write_identification_results(
         results_json, identification_metrics(posteriors, truth), confusion, speakers, embeddings=embeddings_scp,
@@ -68,15 +62,12 @@ def evaluate_identification(exp_dir: Path, embeddings_scp: Path, data_dir: Path,
 
 
 def cosine_posteriors(embeddings: np.ndarray, speaker_embeddings_scp: Path, speakers: list[str],
-                      scale: float = 30.0) -> np.ndarray:
+                      scale: float = COSINE_SCALE) -> np.ndarray:
     """Softmax over ``scale`` x cosine similarity to each training speaker's mean embedding."""
     speaker_ids, speaker_matrix = load_embeddings(speaker_embeddings_scp)
     position = {s: i for i, s in enumerate(speaker_ids)}
     missing = [s for s in speakers if s not in position]
     if missing:
         raise ValueError(f"{speaker_embeddings_scp} lacks training speakers: {', '.join(missing[:5])}")
-    means = speaker_matrix[[position[s] for s in speakers]]
-    means = means / (np.linalg.norm(means, axis=1, keepdims=True) + 1e-12)
-    tests = embeddings / (np.linalg.norm(embeddings, axis=1, keepdims=True) + 1e-12)
-    logits = torch.from_numpy(scale * tests @ means.T)
-    return torch.softmax(logits, dim=1).numpy()
+    means = unit_length(speaker_matrix[[position[s] for s in speakers]])
+    return score_posteriors(unit_length(embeddings) @ means.T, scale)

@@ -15,14 +15,14 @@ Layout (``spk export --model exp/<tag> --out DIR``)::
     embedder.ts        TorchScript: (feats [B,T,D], lengths [B]) -> embeddings [B,E]
     embedder.onnx      the same graph in ONNX (unless exported with --no-onnx)
 
-:func:`load_package` checks every checksum before it builds anything, so a
-modified or missing file is an error that names it.
+:func:`spk.model_dir.load_trained` loads a package as it loads an experiment dir,
+after checking every checksum, so a modified or missing file is an error that
+names it. The file names and the manifest format are those of :mod:`spk.model_dir`.
 """
 
 from __future__ import annotations
 
 import datetime
-import hashlib
 import importlib.util
 import json
 import logging
@@ -39,28 +39,10 @@ from spk.calibration import Calibration, load_calibration
 from spk.data import swap_into_place
 from spk.export import ONNX_OPSET, export_onnx, export_torchscript, verify_exports
 from spk.features import FeatureConfig
-from spk.experiment import ExperimentConfig
-from spk.train.trainer import build_trained_model, resolve_device
+from spk.model_dir import (CALIBRATION, CENTER, CONFIG, GLOBAL_CMVN, MANIFEST, PACKAGE_FORMAT, PACKAGE_FORMAT_VERSION,
+                         PACKAGE_WEIGHTS, SPEAKERS, PackageError, TrainedModelError, load_trained, sha256_file)
 
 logger = logging.getLogger(__name__)
-
-MANIFEST = "spk_package.json"
-FORMAT_NAME = "spk-package"
-FORMAT_VERSION = 1
-REQUIRED_FILES = ("config.yaml", "model.pt", "speakers.txt")
-
-
-class PackageError(RuntimeError):
-    """A package cannot be written or read; the message names the file and the fix."""
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- #
@@ -81,24 +63,24 @@ def write_package(exp_dir: str | os.PathLike, out_dir: str | os.PathLike, *, for
     into place only when complete; an existing package is replaced only with
     ``force`` (and never a directory that is not a package).
     """
-    from spk.train.trainer import load_trained_model  # the trainer's imports are heavy
-
     exp_dir, out_dir = Path(exp_dir), Path(out_dir)
     _check_destination(out_dir, force)
-    model, config, speakers = load_trained_model(exp_dir)
-    if not config.features:
-        raise PackageError(f"{exp_dir}/config.yaml has no 'features:' section; it was not written by "
-                           "'spk train' (stage 3). Retrain, or add the feature config the model was trained on")
-    feature_config = FeatureConfig.from_dict(config.features, source=f"{exp_dir}/config.yaml features")
+    try:
+        trained = load_trained(exp_dir, global_cmvn_optional=True)
+    except TrainedModelError as error:
+        raise PackageError(str(error)) from None
+    if trained.is_package:
+        raise PackageError(f"--model {exp_dir} is already a model package; export from its experiment dir")
+    model, feature_config, speakers = trained.embedder, trained.feature_config, trained.speakers
 
     staging = out_dir.parent / f".{out_dir.name}.staging-{os.getpid()}"
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
     try:
-        shutil.copyfile(exp_dir / "config.yaml", staging / "config.yaml")
-        shutil.copyfile(exp_dir / "speakers.txt", staging / "speakers.txt")
-        torch.save({"model": model.state_dict()}, staging / "model.pt")
+        shutil.copyfile(exp_dir / CONFIG, staging / CONFIG)
+        shutil.copyfile(exp_dir / SPEAKERS, staging / SPEAKERS)
+        torch.save({"model": model.state_dict()}, staging / PACKAGE_WEIGHTS)
         calibration = _copy_calibration(exp_dir, staging)
         _write_global_cmvn(exp_dir, staging, feature_config, train_data)
         _write_center(exp_dir, staging, calibration, center_scp, model.embedding_dim)
@@ -126,11 +108,11 @@ def _check_destination(out_dir: Path, force: bool) -> None:
 
 
 def _copy_calibration(exp_dir: Path, staging: Path) -> Calibration | None:
-    source = exp_dir / "calibration.json"
+    source = exp_dir / CALIBRATION
     if not source.exists():
         return None
     calibration = load_calibration(source)  # a broken file is an error now, not in the product
-    shutil.copyfile(source, staging / "calibration.json")
+    shutil.copyfile(source, staging / CALIBRATION)
     return calibration
 
 
@@ -140,8 +122,8 @@ def _write_global_cmvn(exp_dir: Path, staging: Path, feature_config: FeatureConf
         if train_data is not None:
             logger.warning("--train-data ignored: the features use cmvn: %s, not global", feature_config.cmvn)
         return
-    if (exp_dir / "global_cmvn.npy").exists():
-        stats, source = np.load(exp_dir / "global_cmvn.npy"), exp_dir / "global_cmvn.npy"
+    if (exp_dir / GLOBAL_CMVN).exists():
+        stats, source = np.load(exp_dir / GLOBAL_CMVN), exp_dir / GLOBAL_CMVN
     elif train_data is not None:
         cmvn_scp = Path(train_data) / "cmvn.scp"
         if not cmvn_scp.is_file():
@@ -156,7 +138,7 @@ def _write_global_cmvn(exp_dir: Path, staging: Path, feature_config: FeatureConf
     if stats.shape != (2, feature_config.dim + 1):
         raise PackageError(f"global CMVN stats from {source} have shape {stats.shape}, expected "
                            f"(2, {feature_config.dim + 1}) for {feature_config.dim}-dim features")
-    np.save(staging / "global_cmvn.npy", stats)
+    np.save(staging / GLOBAL_CMVN, stats)
 
 
 def _write_center(exp_dir: Path, staging: Path, calibration: Calibration | None,
@@ -165,15 +147,15 @@ def _write_center(exp_dir: Path, staging: Path, calibration: Calibration | None,
     if center_scp is not None:
         from spk.scoring import load_embeddings, mean_embedding
         center, source = mean_embedding(load_embeddings(center_scp)), str(center_scp)
-    elif (exp_dir / "center.npy").exists():
-        center, source = np.load(exp_dir / "center.npy"), str(exp_dir / "center.npy")
+    elif (exp_dir / CENTER).exists():
+        center, source = np.load(exp_dir / CENTER, allow_pickle=False), str(exp_dir / CENTER)
     calibrated_center = (calibration.scoring or {}).get("center") if calibration is not None else None
     if calibrated_center is not None:
         calibrated_center = np.asarray(calibrated_center, dtype=np.float32)
         if center is None:
-            center, source = calibrated_center, f"{exp_dir}/calibration.json"
+            center, source = calibrated_center, str(exp_dir / CALIBRATION)
         elif center.shape != calibrated_center.shape or not np.allclose(center, calibrated_center, atol=1e-5):
-            raise PackageError(f"the centering mean from {source} differs from the one {exp_dir}/calibration.json "
+            raise PackageError(f"the centering mean from {source} differs from the one {exp_dir / CALIBRATION} "
                                "was fitted with; the calibration is only valid with its own mean. Drop "
                                "--center-scp (or refit the calibration with it)")
     if center is None:
@@ -182,7 +164,7 @@ def _write_center(exp_dir: Path, staging: Path, calibration: Calibration | None,
     if center.size != embedding_dim:
         raise PackageError(f"the centering mean from {source} has dimension {center.size}, "
                            f"but the model's embeddings have {embedding_dim}")
-    np.save(staging / "center.npy", center)
+    np.save(staging / CENTER, center)
 
 
 def _write_exports(model, staging: Path, onnx: bool) -> dict[str, Any]:
@@ -209,8 +191,8 @@ def _manifest(exp_dir: Path, staging: Path, model, feature_config: FeatureConfig
     files = {path.name: {"sha256": sha256_file(path), "bytes": path.stat().st_size}
              for path in sorted(staging.iterdir()) if path.is_file()}
     return {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
+        "format": PACKAGE_FORMAT,
+        "format_version": PACKAGE_FORMAT_VERSION,
         "spk_version": spk.__version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "source_exp": str(exp_dir.resolve()),
@@ -224,92 +206,4 @@ def _manifest(exp_dir: Path, staging: Path, model, feature_config: FeatureConfig
         "export_inputs": "feats float32 [batch, frames, feature_dim] normalised as config.yaml's features say; "
                          "lengths int64 [batch], 1 <= lengths <= frames; padded batches are supported",
         "files": files,
-    }
-
-
-# --------------------------------------------------------------------------- #
-# reading
-# --------------------------------------------------------------------------- #
-
-def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
-    """The manifest of the package at ``path``, checked for format and version."""
-    path = Path(path)
-    manifest_path = path / MANIFEST
-    if not path.is_dir():
-        raise PackageError(f"model package {path} is not a directory; make one with "
-                           "'spk export --model exp/<tag> --out DIR'")
-    if not manifest_path.is_file():
-        raise PackageError(f"{path} is not an spk model package: {MANIFEST} is missing. Make one with "
-                           "'spk export --model exp/<tag> --out DIR'")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise PackageError(f"{manifest_path} is not valid JSON ({error}); re-export the package") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
-        raise PackageError(f"{manifest_path} is not an spk package manifest; re-export the package")
-    version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
-        raise PackageError(f"{manifest_path} has package format version {version!r}; this spk "
-                           f"({spk.__version__}) reads version {FORMAT_VERSION}. Use a matching spk or re-export")
-    if not isinstance(manifest.get("files"), dict):
-        raise PackageError(f"{manifest_path} lists no files; re-export the package")
-    return manifest
-
-
-def verify_package(path: str | os.PathLike) -> dict[str, Any]:
-    """Check every file of the manifest exists with its sha256; returns the manifest."""
-    path = Path(path)
-    manifest = read_manifest(path)
-    for name in REQUIRED_FILES:
-        if name not in manifest["files"]:
-            raise PackageError(f"package {path}: the manifest does not list {name}; re-export the package")
-    for name, entry in sorted(manifest["files"].items()):
-        if Path(name).name != name:
-            raise PackageError(f"package {path}: the manifest names {name!r}, which is not a file in the package")
-        file = path / name
-        if not file.is_file():
-            raise PackageError(f"package {path}: {name} is missing (it is listed in {MANIFEST}); "
-                               "re-export the package")
-        if sha256_file(file) != entry.get("sha256"):
-            raise PackageError(f"package {path}: {name} was modified (its sha256 does not match {MANIFEST}); "
-                               "re-export the package or restore the file")
-    return manifest
-
-
-def load_package(path: str | os.PathLike, device: str = "cpu") -> dict[str, Any]:
-    """Load a package written by :func:`write_package`, after checking its checksums.
-
-    Returns a dict: ``model`` (:class:`SpeakerEmbedder` in eval mode on ``device``),
-    ``config`` (:class:`ExperimentConfig`), ``feature_config`` (:class:`FeatureConfig`),
-    ``speakers`` (list), ``calibration`` (:class:`Calibration` or None),
-    ``global_cmvn`` (2 x (D+1) stats or None), ``center`` (vector or None), and
-    ``manifest`` and ``path``.
-    """
-    path = Path(path)
-    manifest = verify_package(path)
-    files = manifest["files"]
-    config = ExperimentConfig.from_yaml(path / "config.yaml")
-    feature_config = FeatureConfig.from_dict(config.features, source=f"{path}/config.yaml features")
-    speakers = (path / "speakers.txt").read_text().split()
-    state = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
-    try:
-        model = build_trained_model(config, len(speakers), state["model"], has_head=bool(manifest.get("has_head")))
-    except (KeyError, RuntimeError) as error:
-        raise PackageError(f"package {path}: model.pt does not fit config.yaml ({error}); re-export the package") \
-            from None
-    model.to(resolve_device(device))
-    global_cmvn = np.load(path / "global_cmvn.npy") if "global_cmvn.npy" in files else None
-    if feature_config.cmvn == "global" and global_cmvn is None:
-        raise PackageError(f"package {path}: the features use cmvn: global but global_cmvn.npy is missing; "
-                           "re-export with --train-data")
-    return {
-        "model": model,
-        "config": config,
-        "feature_config": feature_config,
-        "speakers": speakers,
-        "calibration": load_calibration(path / "calibration.json") if "calibration.json" in files else None,
-        "global_cmvn": global_cmvn,
-        "center": np.load(path / "center.npy") if "center.npy" in files else None,
-        "manifest": manifest,
-        "path": path,
     }

@@ -7,9 +7,10 @@
   frames of right context, and the last frames are completed by :meth:`finish`);
 - **the recurrent state** between chunks, for forward-only encoders: each new
   frame goes through the RNN once, from the saved ``(h, c)``;
-- **the pooling** as running sums: ``mean`` a sum, ``stats`` sums of x and x^2
-  (float64), ``attentive_stats`` attention-weighted sums rescaled by a running
-  maximum of the attention scores (a running log-sum-exp), ``last`` the last output.
+- **the pooling** in the model's own running form (``model.pooling.running()``,
+  :mod:`spk.models.pooling`): ``mean`` a sum, ``stats`` sums of x and x^2 (float64),
+  ``attentive_stats`` attention-weighted sums rescaled by a running maximum of the
+  attention scores (a running log-sum-exp), ``last`` the last output.
 
 The segment layers then run on the pooled vector, so :meth:`embedding` costs
 little at any time. Modes (``stream.mode``; ``stream.exact_incremental``):
@@ -41,7 +42,7 @@ import struct
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import kaldi_native_fbank as knf
 import numpy as np
@@ -51,11 +52,10 @@ import torch
 
 from spk.audio import RESAMPLE_QUALITY, AudioError
 from spk.features import FeatureConfig, cmvn_stats, energy_vad, frame_log_energy, normalise, online_extractor
+from spk.inference import embed_features
 from spk.models.embedder import SpeakerEmbedder
-from spk.models.encoders import RecurrentEncoder
-from spk.models.pooling import (AttentiveStatisticsPooling, LastFramePooling, StatisticsPooling,
-                                TemporalAveragePooling)
 from spk.scoring import centred_cosine
+from spk.model_dir import TrainedModel
 
 SAMPLE_RATE = 16000
 
@@ -154,99 +154,6 @@ class _Frames:
 
 
 # --------------------------------------------------------------------------- #
-# incremental pooling
-# --------------------------------------------------------------------------- #
-
-class _MeanPool:
-    def __init__(self, pooling: TemporalAveragePooling):
-        self.total, self.count = None, 0
-
-    def update(self, frames: torch.Tensor) -> None:
-        frames = frames.double()
-        part = frames.sum(dim=0)
-        self.total = part if self.total is None else self.total + part
-        self.count += len(frames)
-
-    def pooled(self) -> torch.Tensor:
-        return self.total / self.count
-
-
-class _StatsPool:
-    def __init__(self, pooling: StatisticsPooling):
-        self.eps = pooling.eps
-        self.total = self.squares = None
-        self.count = 0
-
-    def update(self, frames: torch.Tensor) -> None:
-        frames = frames.double()
-        part, part_sq = frames.sum(dim=0), (frames * frames).sum(dim=0)
-        if self.total is None:
-            self.total, self.squares = part, part_sq
-        else:
-            self.total, self.squares = self.total + part, self.squares + part_sq
-        self.count += len(frames)
-
-    def pooled(self) -> torch.Tensor:
-        mean = self.total / self.count
-        variance = self.squares / self.count - mean * mean
-        return torch.cat([mean, torch.sqrt(variance.clamp(min=self.eps))])
-
-
-class _LastPool:
-    def __init__(self, pooling: LastFramePooling):
-        self.last = None
-
-    def update(self, frames: torch.Tensor) -> None:
-        self.last = frames[-1]
-
-    def pooled(self) -> torch.Tensor:
-        return self.last
-
-
-class _AttentivePool:
-    """Softmax-weighted sums kept relative to the running maximum score (a running log-sum-exp)."""
-
-    def __init__(self, pooling: AttentiveStatisticsPooling):
-        self.attention = pooling.attention
-        self.eps = pooling.eps
-        self.max_score = None
-        self.weight = self.total = self.squares = None
-
-    def update(self, frames: torch.Tensor) -> None:
-        scores = self.attention(frames).squeeze(-1).double()
-        frames = frames.double()
-        new_max = scores.max()
-        if self.max_score is not None:
-            new_max = torch.maximum(new_max, self.max_score)
-            rescale = torch.exp(self.max_score - new_max)
-            self.weight, self.total, self.squares = (self.weight * rescale, self.total * rescale,
-                                                     self.squares * rescale)
-        weights = torch.exp(scores - new_max)
-        part_w, part, part_sq = weights.sum(), weights @ frames, weights @ (frames * frames)
-        if self.max_score is None:
-            self.weight, self.total, self.squares = part_w, part, part_sq
-        else:
-            self.weight, self.total, self.squares = self.weight + part_w, self.total + part, self.squares + part_sq
-        self.max_score = new_max
-
-    def pooled(self) -> torch.Tensor:
-        mean = self.total / self.weight
-        variance = self.squares / self.weight - mean * mean
-        return torch.cat([mean, torch.sqrt(variance.clamp(min=self.eps))])
-
-
-_POOLS = [(TemporalAveragePooling, _MeanPool), (StatisticsPooling, _StatsPool), (LastFramePooling, _LastPool),
-          (AttentiveStatisticsPooling, _AttentivePool)]
-
-
-def _incremental_pool(pooling) -> type | None:
-    for pooling_class, pool_class in _POOLS:
-        if type(pooling) is pooling_class:
-            return pool_class
-    return None
-
-
-# --------------------------------------------------------------------------- #
 # the streaming embedder
 # --------------------------------------------------------------------------- #
 
@@ -262,16 +169,16 @@ class StreamingEmbedder:
                  global_cmvn: np.ndarray | None = None):
         if feature_config.cmvn == "global" and global_cmvn is None:
             raise ValueError("the features use cmvn: global; pass global_cmvn (the training set's CMVN stats, "
-                             "global_cmvn.npy of the model package)")
+                             "the model's global_cmvn)")
         self.model = model.eval()
         self.feature_config = feature_config
         self.global_cmvn = None if global_cmvn is None else np.asarray(global_cmvn, dtype=np.float64)
         self.device = next(model.parameters()).device
-        encoder = model.encoder
-        forward_only = isinstance(encoder, RecurrentEncoder) and not encoder.rnn.bidirectional
-        self._pool_class = _incremental_pool(model.pooling) if forward_only else None
+        # a forward-only encoder carries its state from chunk to chunk, and the pooling keeps running sums
+        self._incremental = (getattr(model.encoder, "carries_state", False)
+                             and getattr(model.pooling, "running", lambda: None)() is not None)
         causal = feature_config.cmvn != "utterance" and not feature_config.vad
-        if self._pool_class is None:
+        if not self._incremental:
             self.mode = "rerun"
         else:
             self.mode = "incremental" if causal else "incremental+final"
@@ -279,9 +186,9 @@ class StreamingEmbedder:
         self.reset()
 
     @classmethod
-    def from_package(cls, package: dict[str, Any]) -> "StreamingEmbedder":
-        """A stream for a package loaded by :func:`spk.package.load_package`."""
-        return cls(package["model"], package["feature_config"], package["global_cmvn"])
+    def for_model(cls, trained: TrainedModel) -> "StreamingEmbedder":
+        """A stream for a model loaded by :func:`spk.model_dir.load_trained`."""
+        return cls(trained.embedder, trained.feature_config, trained.global_cmvn)
 
     def reset(self) -> None:
         """Forget all audio: start a new utterance."""
@@ -291,7 +198,7 @@ class StreamingEmbedder:
         self._waveform: list[np.ndarray] = []  # kept only for VAD, which needs the whole utterance
         self._running_stats = None
         self._state = None
-        self._pool = self._pool_class(self.model.pooling) if self._pool_class else None
+        self._pool = self.model.pooling.running() if self._incremental else None
         self._cache: tuple[int, np.ndarray] | None = None
         self._final: np.ndarray | None = None
         self.num_samples = 0
@@ -346,23 +253,17 @@ class StreamingEmbedder:
     @torch.inference_mode()
     def _step(self, feats: np.ndarray) -> None:
         """Run new frames through the encoder from the carried state and into the pooling sums."""
-        encoder = self.model.encoder
         x = torch.from_numpy(feats).to(self.device).unsqueeze(0)
-        if encoder.input_layer is not None:
-            x = encoder.input_layer(x)
-        output, self._state = encoder.rnn(x, self._state)
+        output, self._state = self.model.encoder.step(x, self._state)
         self._pool.update(output[0])
 
     @torch.inference_mode()
     def _from_pooled(self) -> np.ndarray:
         pooled = self._pool.pooled().to(torch.float32).unsqueeze(0)
-        return self.model.segment(self.model.segment_layers(pooled))[0].cpu().numpy()
+        return self.model.embed_pooled(pooled)[0].cpu().numpy()
 
-    @torch.inference_mode()
     def _offline(self, feats: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(feats)).to(self.device).unsqueeze(0)
-        lengths = torch.tensor([len(feats)], device=self.device)
-        return self.model.embed(x, lengths)[0].cpu().numpy()
+        return embed_features(self.model, np.ascontiguousarray(feats), device=self.device)
 
     def embedding(self) -> np.ndarray:
         """The running embedding (float32, ``[E]``) of everything accepted so far."""
@@ -416,17 +317,17 @@ def cosine_score(embedding: np.ndarray, speaker_embedding: np.ndarray, center: n
     return float(centred_cosine(a, b, center)[0])
 
 
-def stream_scores(embedder: StreamingEmbedder | dict[str, Any], speaker_embedding: np.ndarray,
+def stream_scores(embedder: StreamingEmbedder | TrainedModel, speaker_embedding: np.ndarray,
                   chunks: Iterable[np.ndarray], *, center: np.ndarray | None = None) -> Iterator[tuple[float, float]]:
     """Yield ``(seconds_so_far, cosine score)`` as chunks arrive; the last item is the final score.
 
-    ``embedder`` is a fresh :class:`StreamingEmbedder` or a package dict from
-    :func:`spk.package.load_package`. A running score follows every chunk once
+    ``embedder`` is a fresh :class:`StreamingEmbedder` or a model from
+    :func:`spk.model_dir.load_trained`. A running score follows every chunk once
     there is a frame; after the chunks run out, one more item holds the score of
     :meth:`StreamingEmbedder.finish`, the exact offline score (same seconds).
     ``center`` is subtracted from both embeddings first, as in ``spk score``.
     """
-    stream = StreamingEmbedder.from_package(embedder) if isinstance(embedder, dict) else embedder
+    stream = StreamingEmbedder.for_model(embedder) if isinstance(embedder, TrainedModel) else embedder
     if stream.num_samples or stream.finished:
         raise ValueError("stream_scores needs a fresh stream; call reset() on it first")
     for chunk in chunks:

@@ -17,9 +17,9 @@ import yaml
 
 from spk.api import (COSINE_SCALE, CalibrationError, ModelLoadError, SpeakerModel, SpkError, SpkInputError,
                      parse_operating_point)
-from spk.embed import Chunking, embed_store, feature_store_for
+from spk.embed import feature_store_for
 from spk.features import compute_features, frame_log_energy, normalise
-from spk.identify import speaker_posteriors
+from spk.inference import Chunking, embed_store, head_posteriors
 from spk.scoring import load_embeddings
 from spk.speaker_db import SpeakerDBError
 
@@ -79,7 +79,7 @@ def test_waveform_input_equals_file_input(product, model):
 
 def test_windowed_embedding_equals_chunked_stage_4(product, model):
     """Windows of 1 s every 0.5 s average like 'spk embed --chunk-seconds 1 --chunk-overlap 0.5'."""
-    store = feature_store_for(product.exp, product.test_data)
+    store = feature_store_for(model.trained, product.test_data)
     paths = product.wav_paths("test")
     keys = sorted(paths)[:3]
     chunked = embed_store(model.model, store, keys, chunking=Chunking.from_seconds(1.0, 0.5, 10.0),
@@ -252,7 +252,7 @@ def test_closed_set_identification_matches_stage_5_posteriors(product, model):
     paths = product.wav_paths("ident_test")
     utt = sorted(paths)[0]
     ranking = model.identify(paths[utt], top_k=3)
-    posteriors = speaker_posteriors(model.model, reference[utt][None, :])[0]
+    posteriors = head_posteriors(model.model, reference[utt][None, :])[0]
     order = np.argsort(-posteriors)[:3]
     assert [c.speaker for c in ranking.candidates] == [model.speakers[i] for i in order]
     np.testing.assert_allclose([c.probability for c in ranking.candidates], posteriors[order], atol=1e-5)
@@ -317,7 +317,7 @@ def test_global_cmvn_needs_its_statistics(product, model, tmp_path):
     (exp / "config.yaml").write_text(yaml.safe_dump(config))
     with pytest.raises(ModelLoadError, match="global CMVN.*global_cmvn.npy is missing"):
         SpeakerModel.load(exp)
-    store = feature_store_for(product.exp, product.test_data)
+    store = feature_store_for(model.trained, product.test_data)
     stats = np.zeros((2, model.feature_config.dim + 1))
     for key in store.keys:  # utterance-normalised features' statistics: means near zero
         feats = store[key]

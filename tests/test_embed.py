@@ -13,9 +13,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from spk.embed import Chunking, average_chunks, embed_store, extract_embeddings, feature_store_for, length_batches
+from spk.embed import extract_embeddings, feature_store_for
+from spk.inference import Chunking, average_chunks, embed_store, length_batches
 from spk.scoring import load_embeddings
-from spk.train.trainer import load_trained_model
+from spk.model_dir import TrainedModelError, load_trained
 from tests import test_trainer
 from tests.test_trainer import corpus, write_feature_dir
 
@@ -154,8 +155,8 @@ def manual_chunk_average(model, features: np.ndarray, chunking: Chunking) -> np.
 
 
 def test_chunked_embeddings_equal_a_loop_over_chunks(trained, long_dir, chunked):
-    model, _, _ = load_trained_model(trained)
-    store = feature_store_for(trained, long_dir)
+    loaded = load_trained(trained)
+    model, store = loaded.embedder, feature_store_for(loaded, long_dir)
     chunking = Chunking(50, 25)
     ids, matrix = load_embeddings(chunked / "xvector.scp")
     assert ids == store.keys
@@ -165,8 +166,8 @@ def test_chunked_embeddings_equal_a_loop_over_chunks(trained, long_dir, chunked)
 
 
 def test_short_utterances_are_embedded_whole(trained, long_dir, chunked):
-    model, _, _ = load_trained_model(trained)
-    store = feature_store_for(trained, long_dir)
+    loaded = load_trained(trained)
+    model, store = loaded.embedder, feature_store_for(loaded, long_dir)
     embeddings = dict(zip(*load_embeddings(chunked / "xvector.scp")))
     with torch.no_grad():
         for utt in ("spk0-short", "spk1-onechunk", "spk2-tiny"):
@@ -176,8 +177,8 @@ def test_short_utterances_are_embedded_whole(trained, long_dir, chunked):
 
 
 def test_chunk_average_differs_from_the_whole_utterance(trained, long_dir, chunked):
-    model, _, _ = load_trained_model(trained)
-    store = feature_store_for(trained, long_dir)
+    loaded = load_trained(trained)
+    model, store = loaded.embedder, feature_store_for(loaded, long_dir)
     whole = embed_store(model, store, store.keys)
     chunk_means = dict(zip(*load_embeddings(chunked / "xvector.scp")))
     long_utt = max(store.keys, key=store.num_frames)
@@ -209,7 +210,7 @@ def test_embed_without_final_model_in_jobs(tmp_path, trained, long_dir):
     exp = tmp_path / "exp"
     exp.mkdir()
     (exp / "config.yaml").write_text((trained / "config.yaml").read_text())
-    with pytest.raises(FileNotFoundError, match="train the model first"):
+    with pytest.raises(TrainedModelError, match="train the model first"):
         extract_embeddings(exp, long_dir, tmp_path / "out", nj=2)
 
 

@@ -18,10 +18,10 @@ from spk.cli import main
 from spk.export import ExportableEmbedder, export_onnx, export_torchscript, onnx_session, reverse_within_lengths
 from spk.features import FeatureConfig, cmvn_stats, compute_features, normalise
 from spk.models.embedder import build_embedder
-from spk.package import MANIFEST, PackageError, load_package, write_package
+from spk.package import write_package
 from spk.streaming import StreamingEmbedder
 from spk.experiment import ExperimentConfig
-from spk.train.trainer import load_trained_model
+from spk.model_dir import MANIFEST, PackageError, load_trained, verify_package
 
 ROOT = Path(__file__).resolve().parents[1]
 MINI_EXP = ROOT / "recipes" / "mini" / "exp"
@@ -145,7 +145,7 @@ def global_exp(tmp_path, speech) -> Path:
     return exp
 
 
-def test_write_and_load_package(tmp_path, global_exp, speech):
+def test_write_and_load_trained(tmp_path, global_exp, speech):
     out = write_package(global_exp, tmp_path / "pkg")
     names = {p.name for p in out.iterdir()}
     assert names == {MANIFEST, "config.yaml", "model.pt", "speakers.txt", "calibration.json", "global_cmvn.npy",
@@ -156,27 +156,27 @@ def test_write_and_load_package(tmp_path, global_exp, speech):
     assert manifest["has_head"] is True and manifest["exports"]["onnx"]["max_abs_diff"] <= TOLERANCE
     assert not list(tmp_path.glob(".pkg.*"))  # no staging directory left behind
 
-    package = load_package(out)
-    assert {"model", "config", "feature_config", "speakers", "calibration", "global_cmvn", "center"} <= set(package)
-    original, _, speakers = load_trained_model(global_exp)
-    assert package["speakers"] == speakers and package["feature_config"] == GLOBAL_FBANK
-    assert package["calibration"].a == 2.5
-    assert np.allclose(package["center"], np.linspace(-0.1, 0.1, 16))
-    assert np.array_equal(package["global_cmvn"], np.load(global_exp / "global_cmvn.npy"))
+    package = load_trained(out)
+    assert package.is_package and package.manifest == manifest
+    original, speakers = load_trained(global_exp).embedder, load_trained(global_exp).speakers
+    assert package.speakers == speakers and package.feature_config == GLOBAL_FBANK
+    assert package.calibration.a == 2.5
+    assert np.allclose(package.center, np.linspace(-0.1, 0.1, 16))
+    assert np.array_equal(package.global_cmvn, np.load(global_exp / "global_cmvn.npy"))
     feats, lengths = padded([120, 77], 40)
     with torch.no_grad():
         expected = original.embed(feats, lengths)
-        assert torch.equal(package["model"].embed(feats, lengths), expected)
-        assert torch.equal(package["model"].classify(expected), original.classify(expected))
+        assert torch.equal(package.embedder.embed(feats, lengths), expected)
+        assert torch.equal(package.embedder.classify(expected), original.classify(expected))
         scripted = torch.jit.load(str(out / "embedder.ts"))
         assert torch.max(torch.abs(scripted(feats, lengths) - expected)) <= TOLERANCE
 
     # the packaged stream, with the packaged global CMVN, gives the offline embedding
-    stream = StreamingEmbedder.from_package(package)
+    stream = StreamingEmbedder.for_model(package)
     assert stream.exact_incremental
     for start in range(0, len(speech), 3797):
         stream.accept_waveform(speech[start:start + 3797])
-    offline = normalise(compute_features(speech, GLOBAL_FBANK), GLOBAL_FBANK, global_stats=package["global_cmvn"])
+    offline = normalise(compute_features(speech, GLOBAL_FBANK), GLOBAL_FBANK, global_stats=package.global_cmvn)
     with torch.no_grad():
         reference = original.embed(torch.from_numpy(offline)[None], torch.tensor([len(offline)]))[0].numpy()
     assert np.max(np.abs(stream.finish() - reference)) <= TOLERANCE
@@ -188,13 +188,13 @@ def test_modified_or_missing_files_are_named(tmp_path, global_exp):
     with open(out / "speakers.txt", "a") as handle:
         handle.write("intruder\n")
     with pytest.raises(PackageError, match=r"speakers\.txt was modified"):
-        load_package(out)
+        load_trained(out)
     out = write_package(global_exp, tmp_path / "pkg", force=True, onnx=False)
     (out / "global_cmvn.npy").unlink()
     with pytest.raises(PackageError, match=r"global_cmvn\.npy is missing"):
-        load_package(out)
+        load_trained(out)
     with pytest.raises(PackageError, match="not an spk model package"):
-        load_package(global_exp)
+        verify_package(global_exp)
 
 
 def test_refuses_to_overwrite_without_force(tmp_path, global_exp):
@@ -206,7 +206,7 @@ def test_refuses_to_overwrite_without_force(tmp_path, global_exp):
     assert (out / MANIFEST).read_bytes() == before and (out / "stale.txt").exists()
     write_package(global_exp, out, force=True, onnx=False)
     assert not (out / "stale.txt").exists()
-    load_package(out)
+    load_trained(out)
     other = tmp_path / "notes"
     other.mkdir()
     (other / "keep.txt").write_text("mine")
@@ -227,10 +227,10 @@ def test_global_cmvn_needs_train_data(tmp_path, speech):
         for key, value in stats.items():
             writer(key, value)
     out = write_package(exp, tmp_path / "pkg", onnx=False, train_data=train)
-    package = load_package(out)
-    assert package["model"].head is None and package["manifest"]["has_head"] is False
-    assert np.allclose(package["global_cmvn"], sum(stats.values()))
-    assert package["calibration"] is None and package["center"] is None
+    package = load_trained(out)
+    assert package.embedder.head is None and package.manifest["has_head"] is False
+    assert np.allclose(package.global_cmvn, sum(stats.values()))
+    assert package.calibration is None and package.center is None
 
 
 def test_center_must_match_the_calibration(tmp_path, global_exp):
@@ -245,12 +245,12 @@ def test_center_must_match_the_calibration(tmp_path, global_exp):
                     reason="the mini recipe's blstm_attn_aam_long model has not been trained")
 def test_trained_bidirectional_model_packages_exactly(tmp_path):
     exp = MINI_EXP / "blstm_attn_aam_long"
-    package = load_package(write_package(exp, tmp_path / "pkg"))
-    original, _, _ = load_trained_model(exp)
-    feats, lengths = padded([300, 211], package["feature_config"].dim)
+    package = load_trained(write_package(exp, tmp_path / "pkg"))
+    original = load_trained(exp).embedder
+    feats, lengths = padded([300, 211], package.feature_config.dim)
     with torch.no_grad():
         expected = original.embed(feats, lengths)
-        assert torch.equal(package["model"].embed(feats, lengths), expected)
+        assert torch.equal(package.embedder.embed(feats, lengths), expected)
     session = onnx_session(tmp_path / "pkg" / "embedder.onnx")
     got = session.run(None, {"feats": feats.numpy(), "lengths": lengths.numpy()})[0]
     assert np.max(np.abs(got - expected.numpy())) <= TOLERANCE
@@ -263,7 +263,7 @@ def test_cli_export(tmp_path, global_exp):
     assert done.returncode == 0, done.stderr
     assert "wrote package" in done.stderr and "embedder.ts" in done.stderr
     assert not (out / "embedder.onnx").exists()
-    load_package(out)
+    load_trained(out)
 
     runner = CliRunner()
     again = runner.invoke(main, ["export", "--model", str(global_exp), "--out", str(out)])

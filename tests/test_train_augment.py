@@ -383,7 +383,7 @@ TINY = {"encoder_conf": {"hidden_size": 8, "num_layers": 1}, "embedding_dim": 8,
 
 
 def weights(exp: Path) -> dict[str, torch.Tensor]:
-    return torch.load(exp / "models" / "final.pt", map_location="cpu", weights_only=False)["model"]
+    return torch.load(exp / "models" / "final.pt", map_location="cpu", weights_only=True)["model"]
 
 
 @pytest.fixture(scope="module")
@@ -416,7 +416,7 @@ def test_interrupted_augmented_run_resumes_to_the_same_weights(root, augmented_r
         process.send_signal(signal.SIGINT)
         process.wait(timeout=120)
     assert process.returncode == 128 + signal.SIGINT, (root / "stopped.log").read_text()[-2000:]
-    saved = torch.load(exp / "models/interrupted.pt", weights_only=False)
+    saved = torch.load(exp / "models/interrupted.pt", weights_only=True)
     assert saved["epoch"] == 2 and saved["batch"] >= 1  # stopped inside epoch 2
     resumed = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr[-2000:]

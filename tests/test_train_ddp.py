@@ -40,5 +40,5 @@ def test_torchrun_two_processes(tmp_path, loss):
     assert set(checksums) == {"0", "1"} and checksums["0"] == checksums["1"]  # gradients were averaged
     records = [json.loads(line) for line in (tmp_path / "exp/train_log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]  # written once, by rank 0
-    final = torch.load(tmp_path / "exp/models/final.pt", weights_only=False)["model"]
+    final = torch.load(tmp_path / "exp/models/final.pt", weights_only=True)["model"]
     assert all(torch.isfinite(v).all() for v in final.values() if v.is_floating_point())

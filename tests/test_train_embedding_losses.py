@@ -13,7 +13,8 @@ from spk.identify import evaluate_identification
 from spk.experiment import ExperimentConfig
 from spk.train.dataset import SpeakerBalancedSampler
 from spk.feature_store import FeatureStore
-from spk.train.trainer import average_checkpoints, load_trained_model, train
+from spk.train.trainer import average_checkpoints, train
+from spk.model_dir import load_trained
 from tests.test_trainer import FEATURES, TINY, corpus, speaker_styles, write_feature_dir
 
 
@@ -57,7 +58,8 @@ def test_speaker_balanced_batches(dirs):
 def test_embedding_loss_trains_without_a_head(tmp_path, dirs, loss, loss_conf):
     exp = tmp_path / loss
     train(exp, pk_config(loss=loss, loss_conf=loss_conf), FEATURES, dirs / "train")
-    model, _, speakers = load_trained_model(exp)
+    loaded = load_trained(exp)
+    model, speakers = loaded.embedder, loaded.speakers
     assert model.head is None and len(speakers) == 6
     extract_embeddings(exp, dirs / "train", exp / "embeddings/train")
     extract_embeddings(exp, dirs / "ident", exp / "embeddings/ident")
@@ -81,9 +83,9 @@ def test_aam_head_and_checkpoint_averaging(tmp_path, dirs):
     config = ExperimentConfig.from_dict({**TINY, "epochs": 3, "average_last": 2, "head": "aam_softmax",
                                          "head_conf": {"margin": 0.2, "scale": 30, "margin_warmup_epochs": 1}})
     train(exp, config, FEATURES, dirs / "train")
-    final = torch.load(exp / "models/final.pt", weights_only=False)
+    final = torch.load(exp / "models/final.pt", weights_only=True)
     expected = average_checkpoints(exp / "models", 3, 2)
-    two = [torch.load(exp / f"models/epoch_00{e}.pt", weights_only=False)["model"] for e in (2, 3)]
+    two = [torch.load(exp / f"models/epoch_00{e}.pt", weights_only=True)["model"] for e in (2, 3)]
     key = "segment.weight"
     assert torch.allclose(expected[key], (two[0][key] + two[1][key]) / 2)
     assert all(torch.equal(final["model"][k], expected[k]) for k in expected)

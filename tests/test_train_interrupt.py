@@ -47,7 +47,7 @@ def train_command(root: Path, exp: str) -> list[str]:
 @pytest.fixture(scope="module")
 def uninterrupted(setup) -> dict:
     subprocess.run(train_command(setup, "whole"), check=True, capture_output=True, timeout=300)
-    return torch.load(setup / "whole/models/final.pt", weights_only=False)["model"]
+    return torch.load(setup / "whole/models/final.pt", weights_only=True)["model"]
 
 
 def stop_after_first_epoch(root: Path, exp: str, signal_number: int) -> subprocess.CompletedProcess:
@@ -74,12 +74,12 @@ def test_resumed_run_matches_uninterrupted(setup, uninterrupted, signal_number):
     if signal_number != signal.SIGKILL:
         assert (setup / exp / "models/interrupted.pt").exists()
         assert "run the same command again to resume" in stopped.stderr
-        saved = torch.load(setup / exp / "models/interrupted.pt", weights_only=False)
+        saved = torch.load(setup / exp / "models/interrupted.pt", weights_only=True)
         assert saved["epoch"] >= 2 and saved["batch"] >= 1  # stopped inside epoch 2
     resumed = subprocess.run(train_command(setup, exp), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming from" in resumed.stderr
-    final = torch.load(setup / exp / "models/final.pt", weights_only=False)["model"]
+    final = torch.load(setup / exp / "models/final.pt", weights_only=True)["model"]
     assert final.keys() == uninterrupted.keys()
     for key in final:
         assert torch.equal(final[key], uninterrupted[key]), key

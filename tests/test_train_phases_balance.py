@@ -15,7 +15,8 @@ from spk.losses import LOSSES
 from spk.experiment import ConfigError, ExperimentConfig
 from spk.train.dataset import ChunkSampler
 from spk.feature_store import FeatureStore
-from spk.train.trainer import load_trained_model, make_sampler, set_class_weights, train
+from spk.train.trainer import make_sampler, set_class_weights, train
+from spk.model_dir import load_trained
 from tests.test_trainer import FEATURES, TINY, corpus, speaker_styles, write_feature_dir
 
 FINETUNE = {"loss": "triplet", "loss_conf": {"mining": "batch_hard"}, "epochs": 1,
@@ -70,12 +71,13 @@ def test_bad_finetune_phase_is_named_before_training(finetune, message):
 def test_softmax_then_triplet(tmp_path, train_dir):
     exp = tmp_path / "two_phase"
     train(exp, ExperimentConfig.from_dict({**TINY, "finetune": FINETUNE}), FEATURES, train_dir)
-    pretrained = torch.load(exp / "pretrain/models/final.pt", weights_only=False)["model"]
+    pretrained = torch.load(exp / "pretrain/models/final.pt", weights_only=True)["model"]
     assert any(key.startswith("head.") for key in pretrained)  # phase 1 trained a softmax head
     assert [json.loads(line)["epoch"] for line in open(exp / "pretrain/train_log.jsonl")] == [1, 2]
     assert [json.loads(line)["epoch"] for line in open(exp / "train_log.jsonl")] == [1]
 
-    model, config, speakers = load_trained_model(exp)
+    loaded = load_trained(exp)
+    model, config, speakers = loaded.embedder, loaded.config, loaded.speakers
     assert model.head is None and config.finetune == FINETUNE and len(speakers) == 6
     final = model.state_dict()
     # The fine-tuning phase started from the pre-trained encoder and changed it.
@@ -96,7 +98,7 @@ def test_softmax_then_triplet(tmp_path, train_dir):
 
     # Rerunning the same command finds both phases finished and changes nothing.
     train(exp, ExperimentConfig.from_dict({**TINY, "finetune": FINETUNE}), FEATURES, train_dir)
-    assert torch.equal(torch.load(exp / "models/final.pt", weights_only=False)["model"][key], final[key])
+    assert torch.equal(torch.load(exp / "models/final.pt", weights_only=True)["model"][key], final[key])
 
 
 # ------------------------------------------------------------------- imbalance

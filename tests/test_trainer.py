@@ -31,7 +31,8 @@ from spk.experiment import ConfigError, ExperimentConfig
 from spk.train.dataset import ChunkSampler
 from spk.feature_store import FeatureStore
 from spk.train.egs import prepare_training_dirs
-from spk.train.trainer import load_trained_model, train
+from spk.train.trainer import train
+from spk.model_dir import load_trained
 
 DIM = 20
 FEATURES = FeatureConfig(kind="fbank", num_mel_bins=DIM)
@@ -174,7 +175,7 @@ def test_train_with_validation_logs_valid_metrics(tmp_path, train_dir, styles):
 
 
 def final_weights(exp: Path) -> dict[str, torch.Tensor]:
-    return torch.load(exp / "models" / "final.pt", map_location="cpu", weights_only=False)["model"]
+    return torch.load(exp / "models" / "final.pt", map_location="cpu", weights_only=True)["model"]
 
 
 def test_resume_gives_the_same_model(tmp_path, train_dir):
@@ -390,8 +391,8 @@ def test_embeddings_files(ident_embeddings, ident_dir):
 
 
 def test_embedding_does_not_depend_on_batching(trained, ident_dir, ident_embeddings):
-    model, _, _ = load_trained_model(trained)
-    store = feature_store_for(trained, ident_dir)
+    loaded = load_trained(trained)
+    model, store = loaded.embedder, feature_store_for(loaded, ident_dir)
     ids, matrix = load_embeddings(ident_embeddings / "xvector.scp")
     assert len({store.num_frames(u) for u in ids}) > 1  # lengths differ: the batch was padded
     with torch.no_grad():

@@ -49,7 +49,7 @@ def test_validation_eer_logged_and_best_model_kept(tmp_path, egs):
     records = [json.loads(line) for line in (exp / "train_log.jsonl").read_text().splitlines()]
     assert all(0 <= r["valid_eer"] <= 100 for r in records)
     best_epoch = min(records, key=lambda r: (r["valid_eer"], r["epoch"]))["epoch"]
-    best = torch.load(exp / "models/best.pt", weights_only=False)
+    best = torch.load(exp / "models/best.pt", weights_only=True)
     assert best["epoch"] == best_epoch
 
 
@@ -62,4 +62,4 @@ def test_early_stopping(tmp_path, egs):
     train(exp, config, FEATURES, egs_dir / "train", valid_trials_dir=egs_dir / "valid_trials")
     records = [json.loads(line) for line in (exp / "train_log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2, 3]
-    assert torch.load(exp / "models/final.pt", weights_only=False)["epoch"] == 3
+    assert torch.load(exp / "models/final.pt", weights_only=True)["epoch"] == 3

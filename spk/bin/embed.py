@@ -53,7 +53,7 @@ def eval_id(exp_dir, embeddings, data_dir, results_out, speaker_embeddings):
     try:
         evaluate_identification(Path(exp_dir), Path(embeddings), Path(data_dir), Path(results_out),
                                 speaker_embeddings_scp=Path(speaker_embeddings) if speaker_embeddings else None)
-    except (FileNotFoundError, ValueError) as error:
+    except (DataDirError, FileNotFoundError, ValueError) as error:
         raise click.ClickException(str(error)) from None
 
 

@@ -44,7 +44,11 @@ class SpeakerEmbedder(nn.Module):
     def embed(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(batch, time, feat) + lengths -> (batch, embedding_dim)."""
         frames = self.encoder(feats, lengths)
-        return self.segment(self.segment_layers(self.pooling(frames, lengths)))
+        return self.embed_pooled(self.pooling(frames, lengths))
+
+    def embed_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
+        """(batch, pooled_dim) -> (batch, embedding_dim): the segment layers after the pooling."""
+        return self.segment(self.segment_layers(pooled))
 
     def classify(self, embeddings: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Speaker logits from embeddings (needs a head). Margin heads use ``labels`` (training) only."""

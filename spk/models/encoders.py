@@ -76,6 +76,24 @@ class RecurrentEncoder(nn.Module):
         output, _ = pad_packed_sequence(output, batch_first=True, total_length=total)
         return output
 
+    @property
+    def carries_state(self) -> bool:
+        """Whether frames can be encoded a block at a time from a carried state (forward-only RNNs)."""
+        return self.num_directions == 1
+
+    def step(self, feats: torch.Tensor, state=None):
+        """Encode the next frames ``(1, time, feat)`` of one utterance from ``state`` (None at its start).
+
+        Returns ``(frames (1, time, dim), new state)``; a forward-only encoder gives
+        the frames :meth:`forward` gives for the whole utterance.
+        """
+        if not self.carries_state:
+            raise RuntimeError("a bidirectional encoder cannot encode block by block: its backward "
+                               "direction starts at the end of the utterance")
+        if self.input_layer is not None:
+            feats = self.input_layer(feats)
+        return self.rnn(feats, state)
+
 
 @ENCODERS.register("lstm")
 class LSTMEncoder(RecurrentEncoder):

@@ -1,4 +1,11 @@
-"""Masked temporal pooling: (batch, time, dim) + lengths -> (batch, pooled_dim)."""
+"""Masked temporal pooling: (batch, time, dim) + lengths -> (batch, pooled_dim).
+
+Every pooling here also has a running form (``pooling.running()``): an accumulator
+that takes one utterance's frames a block at a time (``update``) and gives the
+pooled vector of everything so far (``pooled``), equal to the batch form on all
+the frames within float rounding. Streaming embeddings use it, so a live stream
+needs memory for the sums only, not for its frames.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +35,10 @@ class TemporalAveragePooling(nn.Module):
         mask = length_mask(lengths, frames.shape[1]).unsqueeze(-1)
         return (frames * mask).sum(dim=1) / lengths.clamp(min=1).unsqueeze(-1).to(frames.dtype)
 
+    def running(self) -> "RunningMean":
+        """The running form: frame sums (float64)."""
+        return RunningMean()
+
 
 @POOLING.register("stats")
 class StatisticsPooling(nn.Module):
@@ -44,6 +55,10 @@ class StatisticsPooling(nn.Module):
         mean = (frames * mask).sum(dim=1) / count
         variance = (((frames - mean.unsqueeze(1)) ** 2) * mask).sum(dim=1) / count
         return torch.cat([mean, torch.sqrt(variance.clamp(min=self.eps))], dim=-1)
+
+    def running(self) -> "RunningStatistics":
+        """The running form: sums of x and x^2 (float64)."""
+        return RunningStatistics(self.eps)
 
 
 @POOLING.register("last")
@@ -77,6 +92,10 @@ class LastFramePooling(nn.Module):
         half = frames.shape[-1] // 2
         return torch.cat([at_last[:, :half], frames[:, 0, half:]], dim=-1)
 
+    def running(self) -> "RunningLast | None":
+        """The running form (forward-only encoders: the backward half needs the whole utterance)."""
+        return RunningLast() if self.num_directions == 1 else None
+
 
 @POOLING.register("attentive_stats")
 class AttentiveStatisticsPooling(nn.Module):
@@ -108,3 +127,95 @@ class AttentiveStatisticsPooling(nn.Module):
         mean = (weights * frames).sum(dim=1)
         variance = (weights * (frames - mean.unsqueeze(1)) ** 2).sum(dim=1)
         return torch.cat([mean, torch.sqrt(variance.clamp(min=self.eps))], dim=-1)
+
+    def running(self) -> "RunningAttentiveStatistics":
+        """The running form: attention-weighted sums kept relative to the running maximum score."""
+        return RunningAttentiveStatistics(self.attention, self.eps)
+
+
+# --------------------------------------------------------------------------- #
+# running forms: one utterance's frames [time, dim] a block at a time
+# --------------------------------------------------------------------------- #
+
+class RunningMean:
+    """Running :class:`TemporalAveragePooling`."""
+
+    def __init__(self):
+        self.total, self.count = None, 0
+
+    def update(self, frames: torch.Tensor) -> None:
+        part = frames.double().sum(dim=0)
+        self.total = part if self.total is None else self.total + part
+        self.count += len(frames)
+
+    def pooled(self) -> torch.Tensor:
+        return self.total / self.count
+
+
+class RunningStatistics:
+    """Running :class:`StatisticsPooling`."""
+
+    def __init__(self, eps: float):
+        self.eps = eps
+        self.total = self.squares = None
+        self.count = 0
+
+    def update(self, frames: torch.Tensor) -> None:
+        frames = frames.double()
+        part, part_sq = frames.sum(dim=0), (frames * frames).sum(dim=0)
+        if self.total is None:
+            self.total, self.squares = part, part_sq
+        else:
+            self.total, self.squares = self.total + part, self.squares + part_sq
+        self.count += len(frames)
+
+    def pooled(self) -> torch.Tensor:
+        mean = self.total / self.count
+        variance = self.squares / self.count - mean * mean
+        return torch.cat([mean, torch.sqrt(variance.clamp(min=self.eps))])
+
+
+class RunningLast:
+    """Running :class:`LastFramePooling` of a forward-only encoder."""
+
+    def __init__(self):
+        self.last = None
+
+    def update(self, frames: torch.Tensor) -> None:
+        self.last = frames[-1]
+
+    def pooled(self) -> torch.Tensor:
+        return self.last
+
+
+class RunningAttentiveStatistics:
+    """Running :class:`AttentiveStatisticsPooling`: softmax-weighted sums rescaled by a running maximum
+    of the attention scores (a running log-sum-exp), so no weight overflows."""
+
+    def __init__(self, attention: nn.Module, eps: float):
+        self.attention = attention
+        self.eps = eps
+        self.max_score = None
+        self.weight = self.total = self.squares = None
+
+    def update(self, frames: torch.Tensor) -> None:
+        scores = self.attention(frames).squeeze(-1).double()
+        frames = frames.double()
+        new_max = scores.max()
+        if self.max_score is not None:
+            new_max = torch.maximum(new_max, self.max_score)
+            rescale = torch.exp(self.max_score - new_max)
+            self.weight, self.total, self.squares = (self.weight * rescale, self.total * rescale,
+                                                     self.squares * rescale)
+        weights = torch.exp(scores - new_max)
+        part_w, part, part_sq = weights.sum(), weights @ frames, weights @ (frames * frames)
+        if self.max_score is None:
+            self.weight, self.total, self.squares = part_w, part, part_sq
+        else:
+            self.weight, self.total, self.squares = self.weight + part_w, self.total + part, self.squares + part_sq
+        self.max_score = new_max
+
+    def pooled(self) -> torch.Tensor:
+        mean = self.total / self.weight
+        variance = self.squares / self.weight - mean * mean
+        return torch.cat([mean, torch.sqrt(variance.clamp(min=self.eps))])

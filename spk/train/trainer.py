@@ -29,29 +29,22 @@ import torch
 from tqdm import tqdm
 
 from spk.data import read_utt2spk
+from spk.experiment import ExperimentConfig
+from spk.feature_store import FeatureStore, pad_batch
 from spk.features import FeatureConfig
 from spk.losses import LOSSES
 from spk.models import build_embedder
 from spk.models.embedder import SpeakerEmbedder
 from spk.train import distributed
-from spk.experiment import ExperimentConfig
 from spk.train.dataset import ChunkSampler, SpeakerBalancedSampler
-from spk.feature_store import FeatureStore, pad_batch
 from spk.train.prefetch import Prefetcher
+from spk.model_dir import (CONFIG, FINAL_WEIGHTS, GLOBAL_CMVN, SPEAKERS, TrainedModelError, load_weights,
+                         resolve_device)
 
 logger = logging.getLogger(__name__)
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
               "rmsprop": torch.optim.RMSprop}
-
-
-def resolve_device(name: str) -> torch.device:
-    """``cpu``, ``cuda`` (error if absent) or ``auto`` (cuda when present)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but torch sees no CUDA device; use --device cpu")
-    return torch.device(name)
 
 
 def _make_scheduler(optimizer, config: ExperimentConfig, steps_per_epoch: int):
@@ -75,13 +68,21 @@ def _make_scheduler(optimizer, config: ExperimentConfig, steps_per_epoch: int):
 
 
 def _rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """The RNG states as tensors and plain values, so that a checkpoint loads with ``weights_only=True``."""
+    kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
+                      "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+            "python": random.getstate()}
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    numpy_state = state["numpy"]
+    np.random.set_state((numpy_state["kind"], numpy_state["keys"].numpy().astype(np.uint32),
+                         numpy_state["position"], numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
 
 
 def latest_checkpoint(models_dir: Path) -> Path | None:
@@ -209,7 +210,7 @@ class _Phase:
 
 def _train_phase(run: _Phase, feature_config: FeatureConfig, train_dir: Path, valid_dir: Path | None,
                  valid_trials_dir: Path | None, context: distributed.Context, resume: bool) -> Path:
-    exp_dir, config, models_dir = run.exp_dir, run.config, run.exp_dir / "models"
+    exp_dir, config, models_dir = run.exp_dir, run.config, (run.exp_dir / FINAL_WEIGHTS).parent
     torch_device = context.device
     torch.manual_seed(config.seed)
 
@@ -219,7 +220,11 @@ def _train_phase(run: _Phase, feature_config: FeatureConfig, train_dir: Path, va
 
     checkpoint = latest_checkpoint(models_dir) if resume else None
     if checkpoint is not None:
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        try:
+            saved = load_weights(checkpoint)
+        except TrainedModelError as error:
+            raise TrainedModelError(f"{error}. To train afresh instead, remove {models_dir} or pass "
+                                    "--no-resume") from None
         if saved.get("config_text") != run.identity or saved.get("speakers") != speakers:
             logger.info("config or training speakers changed since %s; training from scratch", checkpoint)
             checkpoint = None
@@ -229,8 +234,8 @@ def _train_phase(run: _Phase, feature_config: FeatureConfig, train_dir: Path, va
             shutil.rmtree(models_dir)
             (exp_dir / "train_log.jsonl").unlink(missing_ok=True)
         models_dir.mkdir(parents=True, exist_ok=True)
-        run.saved_config.save(exp_dir / "config.yaml")
-        (exp_dir / "speakers.txt").write_text("".join(s + "\n" for s in speakers))
+        run.saved_config.save(exp_dir / CONFIG)
+        (exp_dir / SPEAKERS).write_text("".join(s + "\n" for s in speakers))
 
     store = FeatureStore(str(train_dir / "feats.scp"), feature_config,
                          cmvn_scp=str(train_dir / "cmvn.scp") if (train_dir / "cmvn.scp").exists() else None,
@@ -240,7 +245,7 @@ def _train_phase(run: _Phase, feature_config: FeatureConfig, train_dir: Path, va
         raise ValueError(f"{train_dir}/feats.scp has {feature_dim}-dim features but the feature config "
                          f"gives {feature_config.dim}; pass the feature config the features were made with")
     if store.global_stats is not None and context.is_main:
-        np.save(exp_dir / "global_cmvn.npy", store.global_stats)
+        np.save(exp_dir / GLOBAL_CMVN, store.global_stats)
 
     loss_fn = LOSSES.build(config.loss, config.loss_conf).to(torch_device)
     loss_input = getattr(loss_fn, "input", "logits")
@@ -316,7 +321,7 @@ def _train_phase(run: _Phase, feature_config: FeatureConfig, train_dir: Path, va
                 break
     del train_step  # DDP's reducer must go before its process group
 
-    final = models_dir / "final.pt"
+    final = exp_dir / FINAL_WEIGHTS
     if context.is_main:
         weights = average_checkpoints(models_dir, last_epoch, config.average_last)
         torch.save({"model": weights, "epoch": last_epoch, "averaged": config.average_last},
@@ -335,7 +340,7 @@ def _load_matching_weights(model: SpeakerEmbedder, path: Path) -> None:
 
     The rest (a head the previous phase had not, or had for another loss) keeps its fresh initialisation.
     """
-    weights = torch.load(path, map_location="cpu", weights_only=False)["model"]
+    weights = load_weights(path)["model"]
     own = model.state_dict()
     matching = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
     model.load_state_dict(matching, strict=False)
@@ -377,7 +382,7 @@ def average_checkpoints(models_dir: Path, last_epoch: int, count: int) -> dict[s
     Batch-norm counters are taken from the last checkpoint; other tensors are averaged.
     """
     epochs = range(max(1, last_epoch - count + 1), last_epoch + 1)
-    states = [torch.load(models_dir / f"epoch_{e:03d}.pt", map_location="cpu", weights_only=False)["model"]
+    states = [load_weights(models_dir / f"epoch_{e:03d}.pt")["model"]
               for e in epochs]
     averaged = {}
     for key, value in states[-1].items():
@@ -479,7 +484,7 @@ def _load_valid_trials(trials_dir: Path, feature_config, global_stats):
 @torch.no_grad()
 def _validation_eer(model, trials, device) -> float:
     """EER (percent) of cosine scoring of the validation trials with the current model."""
-    from spk.embed import embed_store
+    from spk.inference import embed_store
     from spk.metrics import compute_eer
     from spk.scoring import score_trials
 
@@ -513,39 +518,3 @@ def _plot_curves(exp_dir: Path) -> None:
     records = [json.loads(line) for line in open(exp_dir / "train_log.jsonl")]
     (exp_dir / "plots").mkdir(exist_ok=True)
     plot_training_curves(exp_dir / "plots" / "training_curves.png", records)
-
-
-def trained_model_path(exp_dir: Path) -> Path:
-    """``exp_dir/models/final.pt``; an error saying to train first when it is missing."""
-    final = Path(exp_dir) / "models" / "final.pt"
-    if not final.exists():
-        raise FileNotFoundError(f"{final} does not exist: train the model first (stage 3)")
-    return final
-
-
-def build_trained_model(config: ExperimentConfig, num_speakers: int, state_dict: dict, *,
-                        has_head: bool | None = None) -> SpeakerEmbedder:
-    """The model as the last training phase left it, with ``state_dict`` loaded, in eval mode on the CPU.
-
-    The last phase decides the architecture (e.g. no head after triplet fine-tuning);
-    ``has_head`` defaults to what its loss needs. An experiment and a model package
-    both load through here.
-    """
-    trained = config.phases()[-1]
-    if has_head is None:
-        has_head = getattr(LOSSES.get(trained.loss), "input", "logits") == "logits"
-    feature_dim = FeatureConfig.from_dict(config.features).dim
-    model = build_embedder(trained.to_dict(), feature_dim, num_speakers if has_head else None)
-    model.load_state_dict(state_dict)
-    return model.eval()
-
-
-def load_trained_model(exp_dir: Path, device: str = "cpu") -> tuple[SpeakerEmbedder, ExperimentConfig, list[str]]:
-    """The finished model of an experiment, with its config and training speakers, in eval mode."""
-    exp_dir = Path(exp_dir)
-    final = trained_model_path(exp_dir)
-    config = ExperimentConfig.from_yaml(exp_dir / "config.yaml")
-    speakers = (exp_dir / "speakers.txt").read_text().split()
-    state = torch.load(final, map_location="cpu", weights_only=False)["model"]
-    model = build_trained_model(config, len(speakers), state).to(resolve_device(device))
-    return model, config, speakers
