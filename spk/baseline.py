@@ -18,7 +18,8 @@ from tqdm import tqdm
 from spk.audio import AudioReader
 from spk.data import DataDir
 from spk.embed import write_embeddings
-from spk.features import FeatureConfig, compute_features
+from spk.features import FeatureConfig
+from spk.inference import waveform_features
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def mfcc_mean_embeddings(data_dir: Path) -> dict[str, np.ndarray]:
     total_sq = np.zeros(BASELINE_FEATURES.dim)
     frames = 0
     for utt in tqdm(sorted(data.utt2spk()), desc="baseline MFCC", unit="utt", leave=False):
-        feats = compute_features(reader.read(utt), BASELINE_FEATURES).astype(np.float64)
+        feats = waveform_features(reader.read(utt), BASELINE_FEATURES).astype(np.float64)
         sums[utt], counts[utt] = feats.sum(axis=0), len(feats)
         total += feats.sum(axis=0)
         total_sq += (feats**2).sum(axis=0)

@@ -33,6 +33,7 @@ from typing import Callable, Sequence
 from spk.calibration import DEFAULT_FARS, Calibration, calibrate, load_calibration, save_calibration
 from spk.data import read_trials
 from spk.metrics import calibrated_metrics, compute_cllr, verification_metrics
+from spk.model_dir import CALIBRATION, SYSTEM_CALIBRATION
 from spk.results import ScoringSettings, read_results_file, results_for_scores, verification_results, write_results
 from spk.score_norm import DEFAULT_TOP_N, score_trials_normalised
 from spk.scoring import labelled_scores, load_embeddings, mean_embedding, trial_columns, write_scores
@@ -226,7 +227,7 @@ def plan_evaluation(exp_dir: str | os.PathLike, data_root: str | os.PathLike = "
         for system, settings in list(systems.items()):
             scores = exp / "calibration" / f"{calib_set}_{system}.scores"
             results = exp / "calibration" / f"{calib_set}_{system}.json"
-            out = exp / ("calibration.json" if system == backend else f"calibration_{system}.json")
+            out = exp / (CALIBRATION if system == backend else SYSTEM_CALIBRATION.format(system=system))
             jobs += [_verification_job(trials, embeddings, settings, scores, results),
                      _calibration_job(scores, trials, results, out)]
             systems[system] = replace(settings, calibration=out)  # test scores are written calibrated

@@ -33,17 +33,18 @@ import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from spk.calibration import Calibration, load_calibration
 from spk.experiment import ConfigError, ExperimentConfig
 from spk.features import FeatureConfig
-from spk.losses import LOSSES
-from spk.models import build_embedder
-from spk.models.embedder import SpeakerEmbedder
+
+if TYPE_CHECKING:  # torch is imported when a model is loaded, so the file names cost no torch import
+    import torch
+
+    from spk.models.embedder import SpeakerEmbedder
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ SPEAKERS = "speakers.txt"
 GLOBAL_CMVN = "global_cmvn.npy"
 CENTER = "center.npy"
 CALIBRATION = "calibration.json"
+SYSTEM_CALIBRATION = "calibration_{system}.json"  # of score-normalised systems (stage 5)
 MANIFEST = "spk_package.json"
 PACKAGE_FORMAT = "spk-package"
 PACKAGE_FORMAT_VERSION = 1
@@ -94,7 +96,7 @@ class TrainedModel:
         return self.manifest is not None
 
     @property
-    def device(self) -> torch.device:
+    def device(self) -> "torch.device":
         return next(self.embedder.parameters()).device
 
     @property
@@ -234,6 +236,8 @@ def load_weights(path: str | os.PathLike) -> dict[str, Any]:
     are accepted; anything else (a pickled object, which could run code when
     loaded) is refused with an error naming the file.
     """
+    import torch
+
     path = Path(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -293,6 +297,8 @@ def _choose_center(stored: np.ndarray | None, stored_path: Path, calibration: Ca
 
 def resolve_device(name: str) -> torch.device:
     """``cpu``, ``cuda`` / ``cuda:N`` (an error when torch sees no GPU) or ``auto`` (cuda when present)."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if str(name).startswith("cuda") and not torch.cuda.is_available():
@@ -310,6 +316,9 @@ def build_trained_embedder(config: ExperimentConfig, num_speakers: int, state_di
     The last phase decides the architecture (e.g. no head after triplet fine-tuning);
     ``has_head`` defaults to what its loss needs.
     """
+    from spk.losses import LOSSES
+    from spk.models import build_embedder
+
     trained = config.phases()[-1]
     if has_head is None:
         has_head = getattr(LOSSES.get(trained.loss), "input", "logits") == "logits"

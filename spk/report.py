@@ -27,6 +27,7 @@ from scipy.stats import norm  # noqa: E402
 from spk import metrics  # noqa: E402
 from spk.data import DataDirError  # noqa: E402
 from spk.data.io import atomic_write_text  # noqa: E402
+from spk.model_dir import CONFIG  # noqa: E402
 from spk.results import read_confusion_csv, read_results  # noqa: E402
 from spk.scoring import TrialsError, labelled_scores  # noqa: E402
 
@@ -410,7 +411,7 @@ def write_experiment_report(exp_dir: str | os.PathLike) -> Path:
     if plots:
         parts.append("## Plots\n")
         parts += [f"![{p.stem}](plots/{p.name})\n" for p in plots]
-    config = exp_dir / "config.yaml"
+    config = exp_dir / CONFIG
     if config.is_file():
         parts += ["## Config\n", f"`{config.name}`:\n", "```yaml\n" + config.read_text().rstrip("\n") + "\n```\n"]
 

@@ -32,7 +32,7 @@ from spk.train.dataset import ChunkSampler
 from spk.feature_store import FeatureStore
 from spk.train.egs import prepare_training_dirs
 from spk.train.trainer import train
-from spk.model_dir import load_trained
+from spk.model_dir import TrainedModelError, load_trained
 
 DIM = 20
 FEATURES = FeatureConfig(kind="fbank", num_mel_bins=DIM)
@@ -406,7 +406,7 @@ def test_embed_without_final_model(tmp_path, trained, ident_dir):
     exp = tmp_path / "exp"
     exp.mkdir()
     shutil.copy(trained / "config.yaml", exp / "config.yaml")
-    with pytest.raises(FileNotFoundError, match="train the model first"):
+    with pytest.raises(TrainedModelError, match="train the model first"):
         extract_embeddings(exp, ident_dir, tmp_path / "out")
 
 
