@@ -55,6 +55,22 @@ PHASE_FIXED_KEYS = {"encoder", "encoder_conf", "pooling", "pooling_conf", "segme
                     "features", "finetune", "preload"}
 
 
+# the options of the parts a config names; their names are checked when the part is built
+PART_OPTION_KEYS = ("encoder_conf", "pooling_conf", "head_conf", "loss_conf", "optimizer_conf", "scheduler_conf")
+
+
+def _check_part_options(key: str, options: dict[str, Any]) -> None:
+    """Refuse a number that YAML read as text: PyYAML reads ``1e-3`` (no dot) as the string "1e-3"."""
+    for name, value in options.items():
+        if isinstance(value, str):
+            try:
+                float(value)
+            except ValueError:
+                continue
+            raise ConfigError(f"{key}.{name}: {value!r} is a string, not a number (YAML reads exponents "
+                              f"without a dot, such as 1e-3, as text); write it as {float(value)!r}")
+
+
 @dataclass
 class ExperimentConfig:
     """Model and training options of one experiment; see the module docstring."""
@@ -101,6 +117,8 @@ class ExperimentConfig:
         if self.speaker_balance not in SPEAKER_BALANCE:
             raise ConfigError(f"speaker_balance: unknown {self.speaker_balance!r}; "
                               f"choose one of {', '.join(SPEAKER_BALANCE)}")
+        for name in PART_OPTION_KEYS:
+            _check_part_options(name, getattr(self, name))
         self.augmentation()  # check the augmentation options now
         if self.finetune:
             self.phases()  # check the second phase's keys now, not after the first phase trained
@@ -167,8 +185,9 @@ AUGMENT_KINDS = (*ADDITIVE_KINDS, "reverb", "reverb_noise")
 class AdditiveSource:
     """Noise, music or babble: recordings of the data dir ``data`` added at an SNR drawn from ``snr`` (dB).
 
-    Babble is the sum of ``speakers`` ([low, high]) random recordings of a
-    speech set; noise and music add one recording. ``weight`` is the kind's
+    Babble is ``speakers`` ([low, high]) talkers of a speech set, each at its own
+    SNR drawn from ``snr``, never the chunk's own speaker (:mod:`spk.augment.babble`);
+    noise and music add one recording. ``weight`` is the kind's
     share among the augmentation kinds.
     """
 
@@ -207,8 +226,8 @@ class AugmentConfig:
 
     - ``noise``, ``music``: ``{data: DIR, snr: [low, high], weight: 1}``: one
       recording of DIR added at an SNR drawn uniformly from the range;
-    - ``babble``: ``{data: DIR, snr: [low, high], speakers: [3, 7]}``: the sum of
-      3 to 7 recordings of a speech set (e.g. MUSAN speech);
+    - ``babble``: ``{data: DIR, snr: [low, high], speakers: [3, 7]}``: 3 to 7 talkers of
+      a speech set (e.g. MUSAN speech), each at its own SNR, never the chunk's speaker;
     - ``reverb``: ``{data: DIR, weight: 1}``: convolution with a room impulse response of DIR;
     - ``reverb_noise``: ``{weight: 1}``: reverberation, then ``noise`` (needs both configured).
 

@@ -49,6 +49,7 @@ def write(tmp_path: Path, text: str) -> Path:
     (*EXP, "segment_layers: 256\n", "segment_layers: expected a list of whole numbers, got 256"),
     (*EXP, "encoder_conf: [256, 2]\n", "encoder_conf: expected a mapping of key: value, got [256, 2]"),
     (*EXP, "finetune: {epochs: 2.5}\n", "finetune.epochs: expected a whole number, got 2.5"),
+    (*EXP, "optimizer_conf: {lr: 1e-3}\n", "optimizer_conf.lr: '1e-3' is a string, not a number"),
     (*EXP, "augment: {spec_augment: {time_masks: 1.5}}\n", "augment.spec_augment.time_masks: expected a whole"),
     (*EXP, 'augment: {noise: {data: d, snr: [0, "15"]}}\n', "augment.noise.snr: expected [low, high]"),
     (*EXP, "augment: {babble: {data: d, snr: [0, 5], speakers: [3.0, 7]}}\n", "augment.babble.speakers: expected"),
