@@ -1,6 +1,6 @@
 """Results files: the one place that writes and reads ``exp/<tag>/results/<name>.json``.
 
-Two kinds, one file per trial list or identification test (keys in DESIGN.md,
+Two kinds, one file per trial list or identification test (keys in docs/architecture.md,
 "Results files"):
 
 - ``verification``: the trial-list metrics, where the scores are, and how they were

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The stages shared by every recipe (see DESIGN.md). A recipe's run.sh only sets options:
+# The stages shared by every recipe (see docs/architecture.md). A recipe's run.sh only sets options:
 #   0 data prep   1 features   2 training examples   3 training   4 embeddings
 #   5 scoring (verification trials, closed-set identification)   6 report
 # Run from the recipe folder:

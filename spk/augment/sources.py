@@ -1,7 +1,7 @@
 """Source sets: the recordings augmentation adds or convolves, read the same way offline and on the fly.
 
 A source set is one or more folders holding a ``wav.scp``: the data dirs that
-``spk augment sources``, ``python -m local.musan`` and ``python -m local.rirs_noises``
+``spk augment sources``, ``spk prepare musan`` and ``spk prepare rirs_noises``
 write, or any Kaldi data dir. Each of its utterances (its ``segments``, else its
 ``wav.scp`` entries) is a *recording*: a noise, a piece of music, a talker or a
 room impulse response. ``utt2dur`` gives the lengths (missing ones are read from
@@ -116,7 +116,7 @@ class SourceSet:
             raise AugmentError(
                 f"{self.name}: {path} is not a data dir with wav.scp (looked for {path.resolve() / 'wav.scp'}; "
                 "relative paths are relative to the working directory). Prepare it first (`spk augment sources`, "
-                "`python -m local.musan` or `python -m local.rirs_noises`), or give another folder")
+                "`spk prepare musan` or `spk prepare rirs_noises`), or give another folder")
         data = DataDir(path)
         if data.has("utt2spk"):
             logger.info("%s: %s", self.name, validate_data_dir(path))

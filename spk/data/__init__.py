@@ -2,7 +2,7 @@
 
 A data dir holds ``wav.scp``, ``utt2spk`` and ``spk2utt`` and, as stages add
 them, ``segments``, ``utt2dur``, ``utt2num_frames``, ``feats.scp``, ``cmvn.scp``
-and ``trials``; see ``DESIGN.md``. Every file is sorted as ``LC_ALL=C sort``
+and ``trials``; see ``docs/architecture.md``. Every file is sorted as ``LC_ALL=C sort``
 sorts, keys are unique, and the speaker id is a prefix of the utterance id.
 
 Modules, one job each:

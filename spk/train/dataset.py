@@ -4,7 +4,7 @@ An epoch is a shuffled list of ``(utterance, start)`` chunks drawn with a
 generator seeded by ``(seed, epoch)``, so an epoch can be replayed exactly after
 a restart.  All chunks of one batch share one length, drawn from the configured
 range, so batches need no padding.  A sampler's ``augmenter`` (see
-:mod:`spk.train.augmentation`) may replace chunks by augmented ones; it is
+:mod:`spk.augment.online`) may replace chunks by augmented ones; it is
 called with each batch's position, so augmentation replays exactly as well.
 """
 
@@ -63,7 +63,7 @@ class ChunkSampler:
         self.chunks_per_utt = np.maximum(1, np.round(per_utt)).astype(np.int64)
         self.oversample = oversample
         # Called as augmenter(batch, chunks, epoch, batch_index) -> Batch on every batch, e.g. a
-        # spk.train.augmentation.ChunkAugmenter; it must depend on nothing but its arguments (resume, DDP).
+        # spk.augment.online.ChunkAugmenter; it must depend on nothing but its arguments (resume, DDP).
         self.augmenter = None
 
     def num_batches(self) -> int:
