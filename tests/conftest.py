@@ -1,8 +1,28 @@
-"""Shared test set-up."""
+"""Shared test set-up.
+
+The suite runs in two pytest-xdist workers (``-n 2`` in pyproject.toml), one per core.
+Every test process and the processes they start use one torch/OpenMP thread: the test
+models are tiny, and more threads than cores make every process wait for the others.
+"""
 
 import logging
+import os
 
 import pytest
+
+os.environ["OMP_NUM_THREADS"] = "1"  # inherited by every subprocess a test starts
+TINY_RECIPE_GROUP = "tiny_recipe"
+
+
+def pytest_itemcollected(item):
+    """Tests of the shared tiny recipe (the ``product`` fixture) run in one worker, which runs that recipe once."""
+    if "product" in getattr(item, "fixturenames", ()):
+        item.add_marker(pytest.mark.xdist_group(TINY_RECIPE_GROUP))
+
+
+def pytest_collection_modifyitems(config, items):
+    """``test_recipe_mini.py`` reruns stages of the shared tiny recipe: it runs after the other tests of it."""
+    items.sort(key=lambda item: item.module.__name__.endswith("test_recipe_mini"))
 
 
 @pytest.fixture(autouse=True)

@@ -1,16 +1,18 @@
-"""A tiny real model for the product tests, trained once per test session through the real mini recipe.
+"""The tiny real model of the product and recipe tests: the real mini recipe, run once per test session.
 
-:func:`trained_recipe` copies ``recipes/mini/run.sh`` into a temporary folder (linking
-``path.sh``, ``steps``, ``conf`` and ``local``, whose ``data.sh`` is stage 0) and runs
-stages 0-5 at tiny size (8 training speakers, a 2-epoch 1-layer LSTM), the way
-``tests/test_recipe_mini.py`` does. When the recipe leaves no
-``exp/tiny/calibration.json`` (a recipe without a dev set), one is fitted with
-``spk score`` + ``spk calibrate`` on the test trials. A second, head-less model
-(contrastive loss, 1 epoch) is trained in the same folder for the tests of
-identification without a classifier head.
+:func:`trained_recipe` copies ``recipes/mini/run.sh`` into a temporary folder and
+runs the whole recipe, stages 0-6, at tiny size (8 training speakers, a 2-epoch
+1-layer LSTM) through the real ``run.sh``: the whole-recipe run of the suite, whose
+output ``tests/test_recipe_mini.py`` checks, and the model the API and CLI tests
+use. When the recipe leaves no ``exp/tiny/calibration.json`` (a recipe without a
+dev set), one is fitted with ``spk score`` + ``spk calibrate`` on the test trials.
+A second, head-less model (contrastive loss, 1 epoch) is trained in the same
+folder for the tests of identification without a classifier head.
 
 The result is cached in this module, so every test file that asks for it within
-one pytest process shares one training run.
+one pytest process shares one run. ``tests/conftest.py`` keeps the tests that use
+it in one xdist group and runs ``tests/test_recipe_mini.py`` (which reruns stages
+in the folder) after the others.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class ProductModel:
     recipe: Path  # the recipe folder (data/, exp/, corpus/)
     exp: Path  # exp/tiny: softmax model with a head and a calibration.json
     headless_exp: Path  # exp/tiny_headless: contrastive model, no head, no calibration
+    first_run: subprocess.CompletedProcess  # the run of stages 0-6 (its stdout ends with the results table)
 
     @property
     def test_data(self) -> Path:
@@ -79,11 +82,28 @@ class ProductModel:
 _CACHE: dict[str, ProductModel] = {}
 
 
-def _run(command: list[str], cwd: Path, what: str) -> None:
+# the options of every run of the tiny recipe (tests/test_recipe_mini.py reruns stages with them)
+TINY_RECIPE_OPTIONS = ("--nj", "1", "--train-speakers", "8", "--test-speakers", "4", "--dev-speakers", "3",
+                       "--min-frames", "100", "--threads", "1")
+
+
+def run_recipe(folder: Path, *args: str) -> subprocess.CompletedProcess:
+    """``./run.sh`` of the tiny recipe in ``folder`` with :data:`TINY_RECIPE_OPTIONS` and ``args``."""
+    return subprocess.run(["./run.sh", *TINY_RECIPE_OPTIONS, "--config", "tiny.yaml", *args], cwd=folder,
+                          capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def _run(command: list[str], cwd: Path, what: str) -> subprocess.CompletedProcess:
     result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=900,
                             stdin=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    _check(result, what)
+    return result
+
+
+def _check(result: subprocess.CompletedProcess, what: str) -> None:
     if result.returncode != 0:
-        raise RuntimeError(f"{what} failed ({' '.join(command)}):\n{result.stderr[-4000:]}")
+        raise RuntimeError(f"{what} failed ({' '.join(map(str, result.args))}):\n{result.stderr[-4000:]}")
 
 
 def trained_recipe(tmp_path_factory) -> ProductModel:
@@ -91,25 +111,20 @@ def trained_recipe(tmp_path_factory) -> ProductModel:
     if "model" in _CACHE:
         return _CACHE["model"]
     folder = tmp_path_factory.mktemp("product_recipe")
-    run_sh = (ROOT / "recipes/mini/run.sh").read_text()
-    (folder / "run.sh").write_text(run_sh)
+    (folder / "run.sh").write_text((ROOT / "recipes/mini/run.sh").read_text())
     (folder / "run.sh").chmod(0o755)
     for name in ("path.sh", "steps", "conf", "local"):
         os.symlink(ROOT / "recipes/mini" / name, folder / name)
     (folder / "tiny.yaml").write_text(TINY_CONFIG)
     (folder / "tiny_headless.yaml").write_text(TINY_HEADLESS_CONFIG)
-    common = ["--nj", "1", "--train-speakers", "8", "--test-speakers", "4", "--min-frames", "100", "--threads", "1",
-              "--baseline", "false"]
-    if "dev_speakers" in run_sh:
-        common += ["--dev-speakers", "3"]
-    _run(["./run.sh", *common, "--config", "tiny.yaml", "--stage", "0", "--stop-stage", "5"], folder,
-         "the tiny mini recipe")
+    first_run = run_recipe(folder, "--stage", "0", "--stop-stage", "6")
+    _check(first_run, "the tiny mini recipe")
     exp = folder / "exp" / "tiny"
     if not (exp / "calibration.json").exists():
         _fit_calibration_on_test(folder, exp)
-    _run(["./run.sh", *common, "--config", "tiny_headless.yaml", "--stage", "3", "--stop-stage", "3"], folder,
-         "training the head-less tiny model")
-    _CACHE["model"] = ProductModel(folder, exp, folder / "exp" / "tiny_headless")
+    _check(run_recipe(folder, "--config", "tiny_headless.yaml", "--stage", "3", "--stop-stage", "3"),
+           "training the head-less tiny model")
+    _CACHE["model"] = ProductModel(folder, exp, folder / "exp" / "tiny_headless", first_run)
     return _CACHE["model"]
 
 

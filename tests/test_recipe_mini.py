@@ -3,41 +3,26 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.product_model import TINY_CONFIG  # the same tiny model the product tests train
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.product_model import run_recipe
 
 
 @pytest.fixture(scope="module")
-def recipe(tmp_path_factory) -> Path:
-    """A copy of recipes/mini (its run.sh; links to the shared path.sh, steps and conf, and to its local/)."""
-    folder = tmp_path_factory.mktemp("mini_recipe")
-    (folder / "run.sh").write_text((ROOT / "recipes/mini/run.sh").read_text())
-    (folder / "run.sh").chmod(0o755)
-    for name in ("path.sh", "steps", "conf", "local"):
-        os.symlink(ROOT / "recipes/mini" / name, folder / name)
-    (folder / "tiny.yaml").write_text(TINY_CONFIG)
-    return folder
-
-
-def run_recipe(recipe: Path, *args: str) -> subprocess.CompletedProcess:
-    command = ["./run.sh", "--train-speakers", "8", "--test-speakers", "4", "--dev-speakers", "3", "--min-frames", "100",
-               "--config", "tiny.yaml", "--threads", "1", *args]
-    return subprocess.run(command, cwd=recipe, capture_output=True, text=True, timeout=600,
-                          stdin=subprocess.DEVNULL)
+def recipe(product) -> Path:
+    """The tiny mini recipe the product tests share: a copy of recipes/mini/run.sh with links to the
+    shared path.sh, steps and conf and to its local/, run once through stages 0-6."""
+    return product.recipe
 
 
 @pytest.fixture(scope="module")
-def first_run(recipe):
-    result = run_recipe(recipe, "--stage", "0", "--stop-stage", "6")
-    assert result.returncode == 0, result.stderr[-4000:]
-    return result
+def first_run(product) -> subprocess.CompletedProcess:
+    """That run of stages 0-6 (tests/product_model.py): the whole recipe at tiny size."""
+    assert product.first_run.returncode == 0, product.first_run.stderr[-4000:]
+    return product.first_run
 
 
 def test_all_stages_write_the_design_files(recipe, first_run):
@@ -80,7 +65,7 @@ def test_stage_2_offline_augmentation_and_speed_perturbation(recipe, first_run):
     with features, as the training examples of a model."""
     result = run_recipe(recipe, "--stage", "2", "--stop-stage", "3", "--speed-perturb", "true",
                         "--aug-offline", "reverb,noise", "--aug-sources", "data/aug_sources", "--aug-num", "40",
-                        "--tag", "tiny_offline_aug")
+                        "--tag", "tiny_offline_aug", "--train-overrides", "epochs=1")
     assert result.returncode == 0, result.stderr[-4000:]
     assert "features merged from the combined dirs" in result.stdout + result.stderr  # not extracted twice
     train = recipe / "data/train_sp_combined_egs/train"
