@@ -52,6 +52,7 @@ class ConfigError(ValueError):
 SPEAKER_BALANCE = ("none", "class_weights", "oversample")
 # Keys a fine-tuning phase cannot change: the network's shape, and what is shared by both phases.
 PHASE_FIXED_KEYS = {"encoder", "encoder_conf", "pooling", "pooling_conf", "segment_layers", "embedding_dim",
+                    "embedding_activation",
                     "features", "finetune", "preload"}
 
 
@@ -81,6 +82,7 @@ class ExperimentConfig:
     pooling_conf: dict[str, Any] = field(default_factory=dict)
     segment_layers: list[int] = field(default_factory=list)  # x-vector style hidden layers after pooling
     embedding_dim: int = 128
+    embedding_activation: str = "none"  # none | relu (after the embedding layer, as GE2E's encoder)
     head: str = "linear"
     head_conf: dict[str, Any] = field(default_factory=dict)
     loss: str = "softmax"
@@ -114,6 +116,8 @@ class ExperimentConfig:
                      "average_last"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}")
+        if self.embedding_activation not in ("none", "relu"):
+            raise ConfigError(f"embedding_activation: unknown {self.embedding_activation!r}; choose none or relu")
         if self.speaker_balance not in SPEAKER_BALANCE:
             raise ConfigError(f"speaker_balance: unknown {self.speaker_balance!r}; "
                               f"choose one of {', '.join(SPEAKER_BALANCE)}")

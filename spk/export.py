@@ -187,12 +187,14 @@ class ExportableEmbedder(nn.Module):
         self.pooling = model.pooling
         self.segment_layers = model.segment_layers
         self.segment = model.segment
+        self.relu = getattr(model, "embedding_activation", "none") == "relu"
         self.embedding_dim = model.embedding_dim
         self.eval()
 
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         frames = self.encoder(feats, lengths)
-        return self.segment(self.segment_layers(self.pooling(frames, lengths)))
+        embeddings = self.segment(self.segment_layers(self.pooling(frames, lengths)))
+        return torch.relu(embeddings) if self.relu else embeddings
 
 
 def _input_dim(model: SpeakerEmbedder) -> int:

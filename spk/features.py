@@ -22,7 +22,8 @@ from spk.configs import dataclass_from_dict, read_yaml_mapping
 
 logger = logging.getLogger(__name__)
 
-FEATURE_KINDS = ("fbank", "mfcc")
+FEATURE_KINDS = ("fbank", "mfcc", "mel_power")
+SILENCE_TRIMS = ("none", "webrtcvad")
 CMVN_MODES = ("none", "utterance", "global")
 
 
@@ -34,8 +35,13 @@ class FeatureConfigError(ValueError):
 class FeatureConfig:
     """How to turn a waveform into a feature matrix, and how to normalise it.
 
-    ``kind`` is ``fbank`` (log-mel filterbank, ``num_mel_bins`` outputs) or
-    ``mfcc`` (``num_ceps`` cepstra from ``num_mel_bins`` mel bins).
+    ``kind`` is ``fbank`` (log-mel filterbank, ``num_mel_bins`` outputs),
+    ``mfcc`` (``num_ceps`` cepstra from ``num_mel_bins`` mel bins) or ``mel_power``
+    (a mel power spectrogram, no log, as librosa computes it for GE2E encoders such as
+    Resemblyzer's: see :mod:`spk.mel_power`; not for streaming).
+    Before any kind, ``loudness_dbfs`` (a number) raises quieter audio to that RMS
+    level in dBFS and ``silence_trim: webrtcvad`` cuts long pauses with WebRTC's VAD
+    (both whole-utterance steps of the waveform, :mod:`spk.mel_power`).
     ``delta_order`` 1 adds deltas, 2 deltas and delta-deltas.  ``vad`` drops
     non-speech frames by Kaldi's energy VAD.  ``cmvn`` is ``utterance``
     (statistics of the utterance itself), ``global`` (of the training set) or
@@ -60,12 +66,16 @@ class FeatureConfig:
     vad_proportion_threshold: float = 0.6
     cmvn: str = "utterance"
     norm_vars: bool = False
+    loudness_dbfs: float | None = None
+    silence_trim: str = "none"
 
     def __post_init__(self) -> None:
         if self.kind not in FEATURE_KINDS:
             raise FeatureConfigError(f"kind: {self.kind!r} is not one of {', '.join(FEATURE_KINDS)}")
         if self.cmvn not in CMVN_MODES:
             raise FeatureConfigError(f"cmvn: {self.cmvn!r} is not one of {', '.join(CMVN_MODES)}")
+        if self.silence_trim not in SILENCE_TRIMS:
+            raise FeatureConfigError(f"silence_trim: {self.silence_trim!r} is not one of {', '.join(SILENCE_TRIMS)}")
         if self.delta_order not in (0, 1, 2):
             raise FeatureConfigError(f"delta_order: {self.delta_order} must be 0, 1 or 2")
         if self.kind == "mfcc" and self.num_ceps > self.num_mel_bins:
@@ -75,7 +85,7 @@ class FeatureConfig:
     @property
     def base_dim(self) -> int:
         """Dimension of the static features, before deltas."""
-        return self.num_mel_bins if self.kind == "fbank" else self.num_ceps
+        return self.num_ceps if self.kind == "mfcc" else self.num_mel_bins
 
     @property
     def dim(self) -> int:
@@ -110,8 +120,12 @@ def online_extractor(config: FeatureConfig):
     """A kaldi-native-fbank online fbank or MFCC extractor with the static-feature options of ``config``.
 
     :func:`compute_static` runs one over a whole waveform; :mod:`spk.streaming`
-    feeds one chunk by chunk, which gives the same frames.
+    feeds one chunk by chunk, which gives the same frames. ``mel_power`` and the
+    whole-utterance waveform steps have none: an error says so.
     """
+    if config.kind == "mel_power" or config.loudness_dbfs is not None or config.silence_trim != "none":
+        raise FeatureConfigError("features with kind: mel_power, loudness_dbfs or silence_trim are computed from "
+                                 "the whole utterance and cannot be streamed; score whole files instead")
     if config.kind == "fbank":
         options = knf.FbankOptions()
     else:
@@ -125,7 +139,9 @@ def online_extractor(config: FeatureConfig):
 
 
 def compute_static(waveform: np.ndarray, config: FeatureConfig) -> np.ndarray:
-    """Fbank or MFCC frames of a float waveform in [-1, 1] at ``config.sample_rate``: (T, base_dim)."""
+    """Fbank, MFCC or mel-power frames of a float waveform in [-1, 1] at ``config.sample_rate``: (T, base_dim)."""
+    if config.kind == "mel_power":
+        return mel_power_frames(waveform, config)
     extractor = online_extractor(config)
     # Kaldi works on samples in the 16-bit integer range.
     # A list reaches the extension about 15 % faster than an array here (kaldi-native-fbank 1.23, 10 s of audio).
@@ -135,6 +151,27 @@ def compute_static(waveform: np.ndarray, config: FeatureConfig) -> np.ndarray:
     if num_frames == 0:
         return np.zeros((0, config.base_dim), dtype=np.float32)
     return np.array([extractor.get_frame(i) for i in range(num_frames)], dtype=np.float32)
+
+
+def mel_power_frames(waveform: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """The ``mel_power`` frames of ``config`` (FFT and window as long as a frame; see :mod:`spk.mel_power`)."""
+    from spk.mel_power import mel_power_spectrogram
+
+    high = config.high_freq if config.high_freq > 0 else config.sample_rate / 2 + config.high_freq
+    return mel_power_spectrogram(waveform, config.sample_rate, int(config.sample_rate * config.frame_length_ms / 1000),
+                                 int(config.sample_rate * config.frame_shift_ms / 1000), config.num_mel_bins,
+                                 config.low_freq, high)
+
+
+def prepare_waveform(waveform: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """The waveform after the config's whole-utterance steps (``loudness_dbfs``, then ``silence_trim``)."""
+    from spk.mel_power import normalise_loudness, trim_long_silences
+
+    if config.loudness_dbfs is not None:
+        waveform = normalise_loudness(waveform, config.loudness_dbfs)
+    if config.silence_trim == "webrtcvad":
+        waveform = trim_long_silences(waveform, config.sample_rate)
+    return waveform
 
 
 def frame_log_energy(waveform: np.ndarray, config: FeatureConfig, block_frames: int = 8192) -> np.ndarray:
@@ -183,7 +220,8 @@ def energy_vad(log_energy: np.ndarray, config: FeatureConfig) -> np.ndarray:
 
 
 def compute_features(waveform: np.ndarray, config: FeatureConfig) -> np.ndarray:
-    """The stored features of one utterance: static features, then deltas, then VAD (T', dim)."""
+    """The stored features of one utterance: waveform steps, static features, then deltas, then VAD (T', dim)."""
+    waveform = prepare_waveform(waveform, config)
     feats = compute_static(waveform, config)
     if len(feats) == 0:
         return np.zeros((0, config.dim), dtype=np.float32)
@@ -193,6 +231,9 @@ def compute_features(waveform: np.ndarray, config: FeatureConfig) -> np.ndarray:
         options.window = config.delta_window
         feats = knf.compute_deltas(options, feats)
     if config.vad:
+        if config.kind == "mel_power":  # its frames are centred: frame t's window is centred on sample t * shift
+            half = int(config.sample_rate * config.frame_length_ms / 1000) // 2
+            waveform = np.pad(np.asarray(waveform, dtype=np.float32), half)
         voiced = energy_vad(frame_log_energy(waveform, config)[: len(feats)], config)
         feats = feats[voiced]
     return np.ascontiguousarray(feats, dtype=np.float32)

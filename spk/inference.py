@@ -40,10 +40,18 @@ MAX_FRAMES_PER_BATCH = 60000
 
 @dataclass(frozen=True)
 class Chunking:
-    """Fixed-length chunks: ``frames`` frames long, starts ``step`` frames apart (overlap ``frames - step``)."""
+    """Fixed-length chunks: ``frames`` frames long, starts ``step`` frames apart (overlap ``frames - step``).
+
+    With ``pad`` the chunks run past the end of the utterance instead (GE2E's
+    "partial utterances", as Resemblyzer's ``embed_utterance`` cuts them): see
+    :meth:`bounds`; the missing frames are zeros, which is what digital silence gives
+    with un-normalised ``mel_power`` features.
+    """
 
     frames: int
     step: int
+    pad: bool = False
+    min_coverage: float = 0.0
 
     def __post_init__(self) -> None:
         if self.frames < 1:
@@ -51,6 +59,8 @@ class Chunking:
         if not 1 <= self.step <= self.frames:
             raise ValueError(f"the chunk step must be between 1 and the chunk length {self.frames} frames, "
                              f"not {self.step}")
+        if not 0.0 <= self.min_coverage <= 1.0:
+            raise ValueError(f"the chunk coverage must be between 0 and 1, not {self.min_coverage:g}")
 
     @classmethod
     def from_seconds(cls, chunk_seconds: float, overlap_seconds: float, frame_shift_ms: float) -> Chunking:
@@ -77,7 +87,19 @@ class Chunking:
         Chunks start every ``step`` frames; the last one ends at the last frame
         (so it may overlap its neighbour more than the others do) and no frame
         is left out. An utterance no longer than one chunk is one chunk, whole.
+
+        With ``pad``, chunks start every ``step`` frames while a start is at most
+        ``num_frames - frames + step``, so the last ones may end past the utterance (an
+        utterance shorter than a chunk is one padded chunk); the last chunk is dropped
+        when it covers less than ``min_coverage`` of its length with the utterance
+        (``(num_frames - 1 - start) / frames``: the audio up to the last frame's
+        centre), unless it is the only one.
         """
+        if self.pad:
+            starts = list(range(0, max(1, num_frames - self.frames + self.step + 1), self.step))
+            if len(starts) > 1 and (num_frames - 1 - starts[-1]) / self.frames < self.min_coverage:
+                starts.pop()
+            return [(start, start + self.frames) for start in starts]
         if num_frames <= self.frames:
             return [(0, num_frames)]
         starts = list(range(0, num_frames - self.frames, self.step)) + [num_frames - self.frames]
@@ -139,11 +161,20 @@ def embed_pieces(embedder, matrix: Callable[[int], np.ndarray], pieces: Sequence
             for index, start, end in (pieces[i] for i in batch):
                 if index not in matrices:
                     matrices[index] = matrix(index)
-                rows.append(matrices[index][start:end])
+                rows.append(_zero_padded(matrices[index], start, end))
             feats, batch_lengths = pad_batch(rows)
             out[batch] = embedder.embed(feats.to(device), batch_lengths.to(device)).float().cpu().numpy()
             progress.update(len(batch))
     return out
+
+
+def _zero_padded(feats: np.ndarray, start: int, end: int) -> np.ndarray:
+    """Frames ``start:end`` of ``feats``, with zero frames for those past its end (padded chunks)."""
+    piece = feats[start:end]
+    missing = end - start - len(piece)
+    if missing <= 0:
+        return piece
+    return np.concatenate([piece, np.zeros((missing, feats.shape[1]), dtype=feats.dtype)])
 
 
 def average_chunks(chunk_embeddings: np.ndarray, owners: np.ndarray, num_utterances: int) -> np.ndarray:

@@ -106,7 +106,10 @@ class TrainedModel:
     def architecture(self) -> dict[str, Any]:
         """The config keys that decide what the embedder computes (those of the last training phase)."""
         trained = self.config.phases()[-1].to_dict()
-        return {key: trained.get(key) for key in ARCHITECTURE_KEYS}
+        architecture = {key: trained.get(key) for key in ARCHITECTURE_KEYS}
+        if trained.get("embedding_activation", "none") != "none":  # absent by default: identities stay as they were
+            architecture["embedding_activation"] = trained["embedding_activation"]
+        return architecture
 
 
 # --------------------------------------------------------------------------- #

@@ -11,6 +11,8 @@ from spk.models.encoders import ENCODERS
 from spk.models.heads import HEADS
 from spk.models.pooling import POOLING
 
+EMBEDDING_ACTIVATIONS = ("none", "relu")
+
 
 def segment_block(input_dim: int, output_dim: int) -> nn.Sequential:
     """One x-vector segment-level block: Linear + ReLU + BatchNorm1d."""
@@ -23,13 +25,19 @@ class SpeakerEmbedder(nn.Module):
     encoder -> pooling -> ``segment_layers`` (hidden sizes of Linear + ReLU +
     BatchNorm1d blocks, none by default) -> ``segment``, the affine embedding layer.
     The embedding is the output of that affine layer, taken before any
-    non-linearity, as x-vectors are.  The classification ``head`` is used only in
+    non-linearity, as x-vectors are, unless ``embedding_activation`` is ``relu``
+    (GE2E's embedding, as in Resemblyzer's encoder, is ReLU of the affine layer).  The classification ``head`` is used only in
     training and closed-set identification.
     """
 
     def __init__(self, encoder: nn.Module, pooling: nn.Module, embedding_dim: int,
-                 head: nn.Module | None = None, segment_layers: Sequence[int] = ()):
+                 head: nn.Module | None = None, segment_layers: Sequence[int] = (),
+                 embedding_activation: str = "none"):
         super().__init__()
+        if embedding_activation not in EMBEDDING_ACTIVATIONS:
+            raise ValueError(f"embedding_activation: {embedding_activation!r} is not one of "
+                             f"{', '.join(EMBEDDING_ACTIVATIONS)}")
+        self.embedding_activation = embedding_activation
         sizes = [int(size) for size in segment_layers]
         if any(size <= 0 for size in sizes):
             raise ValueError(f"segment_layers must be positive sizes, got {list(segment_layers)}")
@@ -48,7 +56,8 @@ class SpeakerEmbedder(nn.Module):
 
     def embed_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
         """(batch, pooled_dim) -> (batch, embedding_dim): the segment layers after the pooling."""
-        return self.segment(self.segment_layers(pooled))
+        embedding = self.segment(self.segment_layers(pooled))
+        return torch.relu(embedding) if self.embedding_activation == "relu" else embedding
 
     def classify(self, embeddings: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Speaker logits from embeddings (needs a head). Margin heads use ``labels`` (training) only."""
@@ -69,7 +78,8 @@ def build_embedder(config: dict[str, Any], input_dim: int, num_speakers: int | N
     """Build from the model part of an experiment config.
 
     Keys: ``encoder``, ``encoder_conf``, ``pooling``, ``pooling_conf``, ``embedding_dim``,
-    ``segment_layers`` (list of hidden sizes, default none), ``head``, ``head_conf``.
+    ``segment_layers`` (list of hidden sizes, default none), ``embedding_activation``
+    (``none``, the default, or ``relu``), ``head``, ``head_conf``.
     A pooling that takes ``num_directions`` (``last``) gets it from the encoder.
     """
     encoder = ENCODERS.build(config["encoder"], config.get("encoder_conf"), input_dim=input_dim)
@@ -82,4 +92,5 @@ def build_embedder(config: dict[str, Any], input_dim: int, num_speakers: int | N
         head = HEADS.build(config["head"], config.get("head_conf"),
                            embedding_dim=config["embedding_dim"], num_classes=num_speakers)
     return SpeakerEmbedder(encoder, pooling, config["embedding_dim"], head,
-                           segment_layers=config.get("segment_layers") or [])
+                           segment_layers=config.get("segment_layers") or [],
+                           embedding_activation=config.get("embedding_activation") or "none")
