@@ -33,6 +33,7 @@ _COMMANDS = {
     "identify": ("product", "identify"),
     "speakers": ("product", "speakers"),
     "export": ("export", "export"),
+    "pretrained": ("pretrained", "pretrained"),
 }
 
 _SUMMARIES = {
@@ -55,6 +56,7 @@ _SUMMARIES = {
     "identify": "Name the most probable speakers of an audio file.",
     "speakers": "List or remove the speakers of a speaker database.",
     "export": "Package a trained model (TorchScript, ONNX, calibration) for deployment.",
+    "pretrained": "Import a pretrained encoder (resemblyzer-ge2e) as a model package.",
 }
 
 

@@ -3,7 +3,9 @@
 Layout (``spk export --model exp/<tag> --out DIR``)::
 
     spk_package.json   manifest: format version, spk version, creation time, source
-                       experiment, sizes (embedding/feature dims, speakers, head),
+                       experiment (``source_exp``; for imported weights, ``source``:
+                       distribution, version, file, sha256, licence; see
+                       :mod:`spk.pretrained`), sizes (embedding/feature dims, speakers, head),
                        the exported graphs, and the sha256 of every other file
     config.yaml        the resolved experiment config (its ``features:`` say how to
                        compute and normalise the input features)
@@ -38,6 +40,7 @@ import spk
 from spk.calibration import Calibration, load_calibration
 from spk.data import swap_into_place
 from spk.export import ONNX_OPSET, export_onnx, export_torchscript, verify_exports
+from spk.experiment import ExperimentConfig
 from spk.features import FeatureConfig
 from spk.model_dir import (CALIBRATION, CENTER, CONFIG, GLOBAL_CMVN, MANIFEST, PACKAGE_FORMAT, PACKAGE_FORMAT_VERSION,
                          PACKAGE_WEIGHTS, SPEAKERS, PackageError, TrainedModelError, load_trained, sha256_file)
@@ -73,11 +76,7 @@ def write_package(exp_dir: str | os.PathLike, out_dir: str | os.PathLike, *, for
         raise PackageError(f"--model {exp_dir} is already a model package; export from its experiment dir")
     model, feature_config, speakers = trained.embedder, trained.feature_config, trained.speakers
 
-    staging = out_dir.parent / f".{out_dir.name}.staging-{os.getpid()}"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    try:
+    def fill(staging: Path) -> dict[str, Any]:
         shutil.copyfile(exp_dir / CONFIG, staging / CONFIG)
         shutil.copyfile(exp_dir / SPEAKERS, staging / SPEAKERS)
         torch.save({"model": model.state_dict()}, staging / PACKAGE_WEIGHTS)
@@ -85,14 +84,53 @@ def write_package(exp_dir: str | os.PathLike, out_dir: str | os.PathLike, *, for
         _write_global_cmvn(exp_dir, staging, feature_config, train_data)
         _write_center(exp_dir, staging, calibration, center_scp, model.embedding_dim)
         exports = _write_exports(model, staging, onnx)
-        manifest = _manifest(exp_dir, staging, model, feature_config, speakers, exports)
+        return _manifest({"source_exp": str(exp_dir.resolve())}, staging, model, feature_config, speakers, exports)
+
+    manifest = _build_package(out_dir, fill)
+    logger.info("wrote package %s from %s: %s", out_dir, exp_dir, ", ".join(sorted(manifest["files"])))
+    return out_dir
+
+
+def write_embedder_package(out_dir: str | os.PathLike, model, config: ExperimentConfig, speakers: list[str], *,
+                           origin: dict[str, Any], force: bool = False, onnx: bool = True) -> Path:
+    """Write a package for an embedder that comes from no experiment dir (imported weights); returns ``out_dir``.
+
+    ``config`` is saved as ``config.yaml`` (its ``features:`` must be set),
+    ``speakers`` as ``speakers.txt`` (empty for a model without a head), and
+    ``origin`` goes into the manifest as it is (where the weights came from, their
+    licence). Exports, checks and the staging are those of :func:`write_package`.
+    """
+    out_dir = Path(out_dir)
+    _check_destination(out_dir, force)
+    feature_config = FeatureConfig.from_dict(config.features, source="the package's features")
+
+    def fill(staging: Path) -> dict[str, Any]:
+        config.save(staging / CONFIG)
+        (staging / SPEAKERS).write_text("".join(f"{speaker}\n" for speaker in speakers))
+        torch.save({"model": model.state_dict()}, staging / PACKAGE_WEIGHTS)
+        exports = _write_exports(model, staging, onnx)
+        return _manifest(origin, staging, model, feature_config, speakers, exports)
+
+    manifest = _build_package(out_dir, fill)
+    logger.info("wrote package %s: %s", out_dir, ", ".join(sorted(manifest["files"])))
+    return out_dir
+
+
+def _build_package(out_dir: Path, fill) -> dict[str, Any]:
+    """Fill a staging directory beside ``out_dir`` (``fill(staging)`` returns the manifest), write the
+    manifest, and swap it into place; the staging directory is removed on any failure."""
+    staging = out_dir.parent / f".{out_dir.name}.staging-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    try:
+        manifest = fill(staging)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         swap_into_place(staging, out_dir)  # an old package is removed only after the swap
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    logger.info("wrote package %s from %s: %s", out_dir, exp_dir, ", ".join(sorted(manifest["files"])))
-    return out_dir
+    return manifest
 
 
 def _check_destination(out_dir: Path, force: bool) -> None:
@@ -186,7 +224,7 @@ def _write_exports(model, staging: Path, onnx: bool) -> dict[str, Any]:
     return exports
 
 
-def _manifest(exp_dir: Path, staging: Path, model, feature_config: FeatureConfig, speakers: list[str],
+def _manifest(origin: dict[str, Any], staging: Path, model, feature_config: FeatureConfig, speakers: list[str],
               exports: dict[str, Any]) -> dict[str, Any]:
     files = {path.name: {"sha256": sha256_file(path), "bytes": path.stat().st_size}
              for path in sorted(staging.iterdir()) if path.is_file()}
@@ -195,7 +233,7 @@ def _manifest(exp_dir: Path, staging: Path, model, feature_config: FeatureConfig
         "format_version": PACKAGE_FORMAT_VERSION,
         "spk_version": spk.__version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "source_exp": str(exp_dir.resolve()),
+        **origin,
         "embedding_dim": int(model.embedding_dim),
         "feature_dim": int(feature_config.dim),
         "cmvn": feature_config.cmvn,

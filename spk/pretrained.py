@@ -1,0 +1,195 @@
+"""Pretrained speaker encoders from installed Python distributions, turned into ordinary spk model packages.
+
+``spk pretrained import resemblyzer-ge2e --out DIR`` (:func:`import_pretrained`)
+reads the GE2E speaker encoder that ships inside the ``Resemblyzer`` wheel
+(``resemblyzer/pretrained.pt``, Apache-2.0) and writes a model package that
+``spk verify/enroll/identify --model DIR`` and :class:`spk.api.SpeakerModel` load
+like any other:
+
+- the weights file is found through the installed distribution's metadata
+  (``importlib.metadata``); ``resemblyzer`` itself is never imported, and the file
+  is read with ``torch.load(weights_only=True)`` (tensors and plain values only);
+- the network is expressed with spk's registry parts: ``encoder: lstm`` (3 layers
+  of 256), ``pooling: last`` (the last layer's state at the last frame),
+  ``embedding_dim: 256`` with ``embedding_activation: relu`` (the linear layer and
+  ReLU); the L2 normalisation is what spk's cosine scoring does anyway;
+- the front end is ``kind: mel_power`` (40 Slaney mel bands of the power
+  spectrum, 25 ms Hann windows every 10 ms at 16 kHz, no log, no CMVN) with
+  ``loudness_dbfs: -30`` (raised only) and ``silence_trim: webrtcvad``, which
+  reproduce Resemblyzer's ``preprocess_wav`` (see :mod:`spk.mel_power`);
+- the manifest records the source: distribution, version, file, its sha256, the
+  licence, and the checkpoint entries left out (GE2E's similarity scale and bias,
+  used only in training; the optimiser state).
+
+Resemblyzer embeds an utterance as the normalised mean of 1.6 s "partial
+utterances" (160 frames every 77, the last one zero-padded when it covers at
+least 75 %): :func:`partials_chunking` gives spk's :class:`spk.inference.Chunking`
+for it.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spk.model_dir import TrainedModelError, load_weights, sha256_file
+
+logger = logging.getLogger(__name__)
+
+
+class PretrainedError(ValueError):
+    """A pretrained model cannot be found or imported; the message says what to install or fix."""
+
+
+@dataclass(frozen=True)
+class PretrainedSpec:
+    """Where a pretrained encoder's weights live, and how its checkpoint maps onto an spk model."""
+
+    name: str
+    distribution: str
+    file: str
+    license: str
+    install: str
+    description: str
+    model: dict[str, Any]
+    features: dict[str, Any]
+    state_key: str  # the checkpoint entry holding the state dict
+    rename: dict[str, str]  # checkpoint name prefix -> spk name prefix
+    ignored: tuple[str, ...] = field(default_factory=tuple)  # checkpoint entries not used at inference
+
+
+RESEMBLYZER_GE2E = PretrainedSpec(
+    name="resemblyzer-ge2e",
+    distribution="Resemblyzer",
+    file="resemblyzer/pretrained.pt",
+    license="Apache-2.0",
+    install="pip install 'spk[pretrained]' (or: pip install --no-deps resemblyzer webrtcvad-wheels)",
+    description="GE2E speaker encoder of Resemblyzer: 3-layer LSTM 256 over 40 mel power bands, "
+                "last state -> linear 256 -> ReLU; trained by its authors on LibriSpeech and VoxCeleb 1/2",
+    model={"encoder": "lstm", "encoder_conf": {"hidden_size": 256, "num_layers": 3}, "pooling": "last",
+           "pooling_conf": {}, "segment_layers": [], "embedding_dim": 256, "embedding_activation": "relu",
+           "loss": "ge2e", "head": "linear"},
+    features={"kind": "mel_power", "sample_rate": 16000, "frame_length_ms": 25.0, "frame_shift_ms": 10.0,
+              "num_mel_bins": 40, "low_freq": 0.0, "high_freq": 0.0, "dither": 0.0, "cmvn": "none",
+              "loudness_dbfs": -30.0, "silence_trim": "webrtcvad"},
+    state_key="model_state",
+    rename={"lstm.": "encoder.rnn.", "linear.": "segment."},
+    ignored=("similarity_weight", "similarity_bias"),
+)
+
+PRETRAINED = {spec.name: spec for spec in (RESEMBLYZER_GE2E,)}
+
+# Resemblyzer's partial utterances: 1.6 s (160 frames), 1.3 per second (a start every 77 frames), the
+# last one kept when the audio covers 75 % of it.
+PARTIAL_FRAMES = 160
+PARTIAL_RATE_PER_S = 1.3
+PARTIAL_MIN_COVERAGE = 0.75
+
+
+def partials_chunking(frame_shift_ms: float = 10.0):
+    """The :class:`spk.inference.Chunking` of Resemblyzer's ``embed_utterance`` (padded 1.6 s partials)."""
+    from spk.inference import Chunking
+
+    step = round(1000.0 / PARTIAL_RATE_PER_S / frame_shift_ms)
+    return Chunking(PARTIAL_FRAMES, step, pad=True, min_coverage=PARTIAL_MIN_COVERAGE)
+
+
+def get_spec(name: str) -> PretrainedSpec:
+    """The pretrained model called ``name``; an error listing the known names otherwise."""
+    if name not in PRETRAINED:
+        raise PretrainedError(f"unknown pretrained model {name!r}; known: {', '.join(sorted(PRETRAINED))}")
+    return PRETRAINED[name]
+
+
+def locate_weights(spec: PretrainedSpec) -> tuple[Path, str]:
+    """The weights file of ``spec`` in its installed distribution, and the distribution's version.
+
+    Found through the distribution's metadata (its list of installed files), without
+    importing the package.
+    """
+    try:
+        dist = importlib.metadata.distribution(spec.distribution)
+    except importlib.metadata.PackageNotFoundError:
+        raise PretrainedError(f"{spec.name} needs the {spec.distribution} distribution, which is not installed: "
+                              f"{spec.install}") from None
+    listed = [path for path in (dist.files or []) if str(path).replace(os.sep, "/") == spec.file]
+    if not listed:
+        raise PretrainedError(f"the installed {spec.distribution} {dist.version} does not list {spec.file}; "
+                              f"reinstall it ({spec.install})")
+    path = Path(dist.locate_file(listed[0]))
+    if not path.is_file():
+        raise PretrainedError(f"{path} (of {spec.distribution} {dist.version}) is missing; reinstall it "
+                              f"({spec.install})")
+    return path, dist.version
+
+
+def mapped_state(spec: PretrainedSpec, checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The checkpoint's weights under spk's parameter names (``spec.rename``), without ``spec.ignored``."""
+    state = checkpoint.get(spec.state_key)
+    if not isinstance(state, dict):
+        raise PretrainedError(f"{path} has no {spec.state_key!r} entry; it is not the {spec.name} checkpoint")
+    mapped = {}
+    for name, tensor in state.items():
+        if name in spec.ignored:
+            continue
+        prefix = next((old for old in spec.rename if name.startswith(old)), None)
+        if prefix is None:
+            raise PretrainedError(f"{path}: unexpected weight {name!r}; this spk does not know how to map it")
+        mapped[spec.rename[prefix] + name[len(prefix):]] = tensor
+    return mapped
+
+
+def build_pretrained(spec: PretrainedSpec, *, silence_trim: str | None = None):
+    """``(embedder with the imported weights, ExperimentConfig, source record)`` of ``spec``.
+
+    ``silence_trim`` overrides the front end's (``none`` to skip WebRTC VAD trimming).
+    """
+    from spk.experiment import ExperimentConfig
+    from spk.features import FeatureConfig
+    from spk.models import build_embedder
+
+    path, version = locate_weights(spec)
+    try:
+        checkpoint = load_weights(path)
+    except TrainedModelError as error:
+        raise PretrainedError(str(error)) from None
+    features = dict(spec.features)
+    if silence_trim is not None:
+        features["silence_trim"] = silence_trim
+    feature_config = FeatureConfig.from_dict(features, source=f"{spec.name} features")
+    config = ExperimentConfig(**spec.model, features=feature_config.to_dict())
+    model = build_embedder(config.to_dict(), feature_config.dim, None)
+    try:
+        model.load_state_dict(mapped_state(spec, checkpoint, path))
+    except RuntimeError as error:
+        raise PretrainedError(f"{path} does not fit the {spec.name} architecture: {error}") from None
+    source = {"pretrained": spec.name, "distribution": spec.distribution, "version": version, "file": spec.file,
+              "sha256": sha256_file(path), "license": spec.license, "description": spec.description,
+              "left_out": [*spec.ignored, *(key for key in checkpoint if key != spec.state_key)]}
+    return model.eval(), config, source
+
+
+def import_pretrained(name: str, out_dir: str | os.PathLike, *, force: bool = False, onnx: bool | None = None,
+                      silence_trim: str | None = None) -> Path:
+    """Write the spk model package of the pretrained model ``name`` to ``out_dir``; returns ``out_dir``.
+
+    ``onnx`` None writes the ONNX graph when the ``onnx`` package is installed.
+    With ``silence_trim: webrtcvad`` (the default) the ``webrtcvad`` module must be
+    importable, as it is needed to use the package.
+    """
+    import importlib.util
+
+    from spk.package import write_embedder_package
+
+    spec = get_spec(name)
+    model, config, source = build_pretrained(spec, silence_trim=silence_trim)
+    if config.features.get("silence_trim") == "webrtcvad" and importlib.util.find_spec("webrtcvad") is None:
+        raise PretrainedError("the package's front end trims silences with WebRTC's VAD, but the webrtcvad module "
+                              "is not installed: pip install webrtcvad-wheels (or import with --silence-trim none)")
+    if onnx is None:
+        onnx = importlib.util.find_spec("onnx") is not None
+    return write_embedder_package(out_dir, model, config, [], origin={"source": source}, force=force, onnx=onnx)
