@@ -138,6 +138,9 @@ class SpeakerModel:
         self.calibration: Calibration | None = None if self._calibration_problem else calibration
         # the calibration's centre, when it records one, is the one its thresholds hold with
         self.center = trained.center
+        # the model's own windows (config embed_windows, e.g. GE2E's partials), else the whole recording
+        windows = trained.config.embed_windows
+        self.default_chunking: Chunking | None = Chunking(**windows) if windows else None
         self._identity: ModelIdentity | None = None
 
     # --- loading ----------------------------------------------------------------------
@@ -182,6 +185,8 @@ class SpeakerModel:
             digest = sha256()
             digest.update(json.dumps(self.trained.architecture(), sort_keys=True, default=str).encode())
             digest.update(json.dumps(self.feature_config.to_dict(), sort_keys=True).encode())
+            if self.trained.config.embed_windows:  # only when set: other models' identities stay as they were
+                digest.update(json.dumps(self.trained.config.embed_windows, sort_keys=True).encode())
             for name, tensor in sorted(self.model.state_dict().items()):
                 if name.startswith("head."):
                     continue
@@ -209,7 +214,10 @@ class SpeakerModel:
         shape ``(samples,)`` or ``(samples, channels)`` (channels are averaged).
         ``windowed`` embeds windows of ``window_s`` seconds every ``hop_s`` seconds and
         averages their length-normalised embeddings (audio no longer than one window
-        is one window); ``vad`` drops non-speech frames by energy VAD first.
+        is one window); otherwise the whole recording is embedded at once, or, for a
+        model whose config has ``embed_windows`` (an imported GE2E encoder: 1.6 s
+        partial utterances), its own windows. ``vad`` drops non-speech frames by
+        energy VAD first.
         Raises :class:`SpkInputError` for unreadable audio, audio under 0.5 s, silence,
         or under 0.5 s of speech after VAD.
         """
@@ -221,7 +229,7 @@ class SpeakerModel:
         """(embedding before unit scaling, audio duration in seconds): what stage 4 stores."""
         waveform, name = self._waveform(audio, sample_rate)
         feats = self._features(waveform, name, vad)
-        chunking = _windows(window_s, hop_s, self.feature_config.frame_shift_ms) if windowed else None
+        chunking = _windows(window_s, hop_s, self.feature_config.frame_shift_ms) if windowed else self.default_chunking
         vector = embed_features(self.model, feats, chunking=chunking, device=self.device)
         return vector, len(waveform) / self.feature_config.sample_rate
 

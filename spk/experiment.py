@@ -72,6 +72,30 @@ def _check_part_options(key: str, options: dict[str, Any]) -> None:
                               f"without a dot, such as 1e-3, as text); write it as {float(value)!r}")
 
 
+EMBED_WINDOW_KEYS = ("frames", "step", "pad", "min_coverage")
+
+
+def _check_embed_windows(windows: dict[str, Any]) -> None:
+    """``embed_windows`` is empty, or whole ``frames`` and ``step`` with optional ``pad`` and ``min_coverage``."""
+    if not windows:
+        return
+    unknown = sorted(set(windows) - set(EMBED_WINDOW_KEYS))
+    if unknown:
+        raise ConfigError(f"embed_windows: unknown key(s) {', '.join(map(str, unknown))}; "
+                          f"known: {', '.join(EMBED_WINDOW_KEYS)}")
+    for name in ("frames", "step"):
+        if not is_whole_number(windows.get(name)) or windows[name] < 1:
+            raise ConfigError(f"embed_windows.{name}: a positive whole number of frames is needed, "
+                              f"got {windows.get(name)!r}")
+    if windows["step"] > windows["frames"]:
+        raise ConfigError(f"embed_windows.step ({windows['step']}) cannot exceed frames ({windows['frames']})")
+    if not isinstance(windows.get("pad", False), bool):
+        raise ConfigError(f"embed_windows.pad: true or false, got {windows['pad']!r}")
+    coverage = windows.get("min_coverage", 0.0)
+    if not is_number(coverage) or not 0 <= coverage <= 1:
+        raise ConfigError(f"embed_windows.min_coverage: a number from 0 to 1, got {coverage!r}")
+
+
 @dataclass
 class ExperimentConfig:
     """Model and training options of one experiment; see the module docstring."""
@@ -107,6 +131,9 @@ class ExperimentConfig:
     finetune: dict[str, Any] = field(default_factory=dict)  # second training phase: overrides, see above
     features: dict[str, Any] = field(default_factory=dict)  # filled in by stage 3
     augment: dict[str, Any] = field(default_factory=dict)  # on-the-fly augmentation, see AugmentConfig
+    # how the product (spk.api) embeds a recording by default: {} the whole of it; or windows
+    # {frames, step, pad, min_coverage} as spk.inference.Chunking (an imported GE2E model: 1.6 s partials)
+    embed_windows: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.chunk_frames = tuple(int(v) for v in self.chunk_frames)  # type: ignore[assignment]
@@ -123,6 +150,7 @@ class ExperimentConfig:
                               f"choose one of {', '.join(SPEAKER_BALANCE)}")
         for name in PART_OPTION_KEYS:
             _check_part_options(name, getattr(self, name))
+        _check_embed_windows(self.embed_windows)
         self.augmentation()  # check the augmentation options now
         if self.finetune:
             self.phases()  # check the second phase's keys now, not after the first phase trained

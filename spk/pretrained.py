@@ -23,8 +23,10 @@ like any other:
 
 Resemblyzer embeds an utterance as the normalised mean of 1.6 s "partial
 utterances" (160 frames every 77, the last one zero-padded when it covers at
-least 75 %): :func:`partials_chunking` gives spk's :class:`spk.inference.Chunking`
-for it.
+least 75 %); the package's ``embed_windows`` say so, and
+:class:`spk.api.SpeakerModel` (so ``spk enroll/verify/identify``) embeds that way
+unless told to use other windows. :func:`partials_chunking` gives the same
+:class:`spk.inference.Chunking`.
 """
 
 from __future__ import annotations
@@ -72,7 +74,10 @@ RESEMBLYZER_GE2E = PretrainedSpec(
                 "last state -> linear 256 -> ReLU; trained by its authors on LibriSpeech and VoxCeleb 1/2",
     model={"encoder": "lstm", "encoder_conf": {"hidden_size": 256, "num_layers": 3}, "pooling": "last",
            "pooling_conf": {}, "segment_layers": [], "embedding_dim": 256, "embedding_activation": "relu",
-           "loss": "ge2e", "head": "linear"},
+           "loss": "ge2e", "head": "linear",
+           # Resemblyzer's partial utterances: 1.6 s, 1.3 a second (one every 77 frames), the last one kept
+           # (zero-padded) when the audio covers 75 % of it
+           "embed_windows": {"frames": 160, "step": 77, "pad": True, "min_coverage": 0.75}},
     features={"kind": "mel_power", "sample_rate": 16000, "frame_length_ms": 25.0, "frame_shift_ms": 10.0,
               "num_mel_bins": 40, "low_freq": 0.0, "high_freq": 0.0, "dither": 0.0, "cmvn": "none",
               "loudness_dbfs": -30.0, "silence_trim": "webrtcvad"},
@@ -83,19 +88,14 @@ RESEMBLYZER_GE2E = PretrainedSpec(
 
 PRETRAINED = {spec.name: spec for spec in (RESEMBLYZER_GE2E,)}
 
-# Resemblyzer's partial utterances: 1.6 s (160 frames), 1.3 per second (a start every 77 frames), the
-# last one kept when the audio covers 75 % of it.
-PARTIAL_FRAMES = 160
-PARTIAL_RATE_PER_S = 1.3
-PARTIAL_MIN_COVERAGE = 0.75
 
 
-def partials_chunking(frame_shift_ms: float = 10.0):
-    """The :class:`spk.inference.Chunking` of Resemblyzer's ``embed_utterance`` (padded 1.6 s partials)."""
+def partials_chunking():
+    """The :class:`spk.inference.Chunking` of Resemblyzer's ``embed_utterance`` (padded 1.6 s partials),
+    which the package's ``embed_windows`` holds, so that :class:`spk.api.SpeakerModel` uses it by default."""
     from spk.inference import Chunking
 
-    step = round(1000.0 / PARTIAL_RATE_PER_S / frame_shift_ms)
-    return Chunking(PARTIAL_FRAMES, step, pad=True, min_coverage=PARTIAL_MIN_COVERAGE)
+    return Chunking(**RESEMBLYZER_GE2E.model["embed_windows"])
 
 
 def get_spec(name: str) -> PretrainedSpec:

@@ -24,6 +24,18 @@ def test_unknown_model_and_missing_distribution_are_clear_errors():
     assert result.exit_code == 1 and "unknown pretrained model 'ecapa'" in result.output
 
 
+def test_embed_windows_are_checked():
+    from spk.experiment import ConfigError, ExperimentConfig
+
+    assert ExperimentConfig(embed_windows={"frames": 160, "step": 77, "pad": True}).embed_windows["pad"]
+    with pytest.raises(ConfigError, match="embed_windows.step"):
+        ExperimentConfig(embed_windows={"frames": 160})
+    with pytest.raises(ConfigError, match="unknown key.*hop"):
+        ExperimentConfig(embed_windows={"frames": 160, "step": 80, "hop": 1})
+    with pytest.raises(ConfigError, match="cannot exceed"):
+        ExperimentConfig(embed_windows={"frames": 10, "step": 80})
+
+
 def test_checkpoint_names_map_onto_spk_parameters():
     tensor = torch.zeros(1)
     checkpoint = {"model_state": {"lstm.weight_ih_l0": tensor, "linear.bias": tensor, "similarity_weight": tensor}}
@@ -56,8 +68,12 @@ def test_imported_package_matches_resemblyzer(tmp_path):
 
     model = SpeakerModel.load(out)
     encoder = resemblyzer.VoiceEncoder("cpu", verbose=False)
+    theirs_first = encoder.embed_utterance(resemblyzer.preprocess_wav(files[0]))
     for path in files:
         feats = waveform_features(read_audio_file(path), model.feature_config)
         ours = embed_features(model.model, feats, chunking=partials_chunking())
         theirs = encoder.embed_utterance(resemblyzer.preprocess_wav(path))
         assert np.dot(ours, theirs) / np.linalg.norm(ours) >= 0.999, path
+    # the product embeds with the package's own windows (embed_windows), the same partials
+    assert model.default_chunking == partials_chunking()
+    assert np.dot(model.embed(files[0]), theirs_first) >= 0.999
