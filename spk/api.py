@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from spk.audio import AudioError, read_audio_file
 from spk.calibration import Calibration
-from spk.features import frame_log_energy, vad_threshold
+from spk.features import FeatureConfigError, frame_log_energy, vad_threshold
 from spk.inference import (COSINE_SCALE, Chunking, embed_features, head_posteriors, score_posteriors, unit_length,
                            waveform_features)
 from spk.scoring import centred_cosine
@@ -361,7 +361,13 @@ class SpeakerModel:
         point = None
         if threshold is None:
             threshold, point = self.threshold(operating_point), operating_point
-        stream = StreamingEmbedder.for_model(self.trained)
+        if self.default_chunking is not None:
+            raise SpkError(f"{self.source} embeds recordings in its own windows (embed_windows), which are not "
+                           "streamed; verify the whole file instead (without --stream)")
+        try:
+            stream = StreamingEmbedder.for_model(self.trained)
+        except FeatureConfigError as error:
+            raise SpkError(f"{self.source}: {error}") from None
         for chunk in chunks:
             stream.accept_waveform(np.asarray(chunk, dtype=np.float32))
             if stream.num_frames:

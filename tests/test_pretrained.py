@@ -77,3 +77,7 @@ def test_imported_package_matches_resemblyzer(tmp_path):
     # the product embeds with the package's own windows (embed_windows), the same partials
     assert model.default_chunking == partials_chunking()
     assert np.dot(model.embed(files[0]), theirs_first) >= 0.999
+    from spk.api import SpkError
+
+    with pytest.raises(SpkError, match="not streamed"):
+        next(model.verify_stream([np.zeros(1600, np.float32)], theirs_first, threshold=0.5))
