@@ -32,6 +32,8 @@ _COMMANDS = {
     "verify": ("product", "verify"),
     "identify": ("product", "identify"),
     "speakers": ("product", "speakers"),
+    "similarity": ("one_file", "similarity"),
+    "embed-audio": ("one_file", "embed_audio"),
     "export": ("export", "export"),
     "pretrained": ("pretrained", "pretrained"),
 }
@@ -55,6 +57,8 @@ _SUMMARIES = {
     "verify": "Accept or reject a claimed speaker for an audio file (exit 0/1).",
     "identify": "Name the most probable speakers of an audio file.",
     "speakers": "List or remove the speakers of a speaker database.",
+    "similarity": "Score two audio files: same speaker or not (exit 0/1).",
+    "embed-audio": "Write the embeddings of audio files (.npy, or Kaldi ark/scp).",
     "export": "Package a trained model (TorchScript, ONNX, calibration) for deployment.",
     "pretrained": "Import a pretrained encoder (resemblyzer-ge2e) as a model package.",
 }

@@ -103,6 +103,19 @@ def _load_model(model_path: str, device: str):
     return SpeakerModel.load(model_path, device=device)
 
 
+def _check_threshold_options(threshold: float | None, operating_point: str | None) -> None:
+    """Usage errors (exit 2) for --threshold with --operating-point, or an operating point that is none."""
+    if threshold is not None and operating_point is not None:
+        raise click.UsageError("give --threshold or --operating-point, not both")
+    if operating_point is not None:
+        from spk.api import SpkError, parse_operating_point
+
+        try:
+            parse_operating_point(operating_point)
+        except SpkError as error:
+            raise click.BadParameter(str(error), param_hint="'--operating-point'") from None
+
+
 @click.command("enroll", cls=_Command, epilog=_EXIT_HELP)
 @_model_options
 @click.option("--db", "db_path", required=True, metavar="FILE",
@@ -162,18 +175,10 @@ def verify(model_path, device, db_path, claim, threshold, operating_point, windo
     With --stream the running score is printed as the audio arrives (with --json, one
     JSON line per chunk, {"seconds": ..., "score": ...}, then the decision's object).
     """
-    if threshold is not None and operating_point is not None:
-        raise click.UsageError("give --threshold or --operating-point, not both")
+    _check_threshold_options(threshold, operating_point)
     if stream and (window is not None or vad):
         raise click.UsageError("--stream embeds the whole stream as it arrives; it takes no --window or --vad")
     options = _embedding_kwargs(window, hop, vad)
-    if operating_point is not None:
-        from spk.api import SpkError, parse_operating_point
-
-        try:
-            parse_operating_point(operating_point)
-        except SpkError as error:
-            raise click.BadParameter(str(error), param_hint="'--operating-point'") from None
     try:
         with SpeakerDB.open(db_path) as db:
             db.speaker_model(claim)  # an unknown speaker fails now, before the model is loaded
