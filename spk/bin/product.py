@@ -80,7 +80,9 @@ def _embed_options(function):
     function = click.option("--window", type=click.FloatRange(min=0, min_open=True), default=None,
                             metavar="SECONDS",
                             help="Embed sliding windows of this length and average them (long recordings); "
-                                 "e.g. --window 3 --hop 1.5 [default: the whole recording at once].")(function)
+                                 "e.g. --window 3 --hop 1.5 [default: the whole recording at once, or the "
+                                 "model's own windows when it has them (embed_windows: an imported GE2E "
+                                 "model's 1.6 s partials)].")(function)
     return function
 
 
