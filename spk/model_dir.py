@@ -118,7 +118,10 @@ class TrainedModel:
 
 def load_trained(path: str | os.PathLike, device: str = "cpu", *,
                  global_cmvn_optional: bool = False) -> TrainedModel:
-    """The trained model of an experiment dir (``exp/<tag>``) or a model package dir.
+    """The trained model of an experiment dir (``exp/<tag>``), a model package dir or a pretrained model's name.
+
+    A name such as ``resemblyzer-ge2e`` that is not an existing path loads its package
+    from the cache, imported on first use (:func:`spk.pretrained.resolve_model`).
 
     A package is recognised by its manifest and checked (every file's sha256)
     before anything is read. Raises :class:`TrainedModelError` (or
@@ -126,10 +129,15 @@ def load_trained(path: str | os.PathLike, device: str = "cpu", *,
     ``cmvn: global`` needs its ``global_cmvn.npy``, unless ``global_cmvn_optional``
     (for ``spk export --train-data``, which supplies the statistics itself).
     """
-    path = Path(path)
+    from spk.pretrained import PRETRAINED, PretrainedError, resolve_model
+
+    try:
+        path = resolve_model(path)  # a pretrained model's name: its package, imported into the cache on first use
+    except PretrainedError as error:
+        raise TrainedModelError(str(error)) from None
     if not path.exists():
-        raise TrainedModelError(f"model {path} does not exist; give a trained experiment dir (exp/<tag>) "
-                                "or a model package dir")
+        raise TrainedModelError(f"model {path} does not exist; give a trained experiment dir (exp/<tag>), "
+                                f"a model package dir or a pretrained model's name ({', '.join(sorted(PRETRAINED))})")
     if not path.is_dir():
         raise TrainedModelError(f"model {path} is not a directory; give a trained experiment dir (exp/<tag>) "
                                 "or a model package dir")

@@ -88,6 +88,8 @@ RESEMBLYZER_GE2E = PretrainedSpec(
 
 PRETRAINED = {spec.name: spec for spec in (RESEMBLYZER_GE2E,)}
 
+# Environment variable naming the cache folder of imported pretrained packages.
+CACHE_ENV = "SPK_CACHE"
 
 
 def partials_chunking():
@@ -193,3 +195,44 @@ def import_pretrained(name: str, out_dir: str | os.PathLike, *, force: bool = Fa
     if onnx is None:
         onnx = importlib.util.find_spec("onnx") is not None
     return write_embedder_package(out_dir, model, config, [], origin={"source": source}, force=force, onnx=onnx)
+
+
+def cache_dir() -> Path:
+    """Where pretrained packages imported on first use live: ``$SPK_CACHE/pretrained``, else
+    ``$XDG_CACHE_HOME/spk/pretrained``, else ``~/.cache/spk/pretrained``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser() / "pretrained"
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "spk" / "pretrained"
+
+
+def resolve_model(name_or_path: str | os.PathLike) -> Path:
+    """The model directory that ``--model name_or_path`` means.
+
+    An existing path, or a name that is no pretrained model, is returned as it is (the
+    loader reports a missing one). A pretrained model's name (``resemblyzer-ge2e``)
+    gives its package in :func:`cache_dir`, imported there with :func:`import_pretrained`
+    on first use. The import is staged and renamed into place, so a half-written
+    package is never used; a cached package whose checksums fail is imported again.
+    """
+    from spk.model_dir import MANIFEST, PackageError, verify_package
+
+    path = Path(name_or_path)
+    if path.exists() or str(name_or_path) not in PRETRAINED:
+        return path
+    target = cache_dir() / str(name_or_path)
+    if (target / MANIFEST).is_file():
+        try:
+            verify_package(target)
+            return target
+        except PackageError as error:
+            logger.warning("the cached %s package is damaged (%s); importing it again", name_or_path, error)
+    elif target.exists() and any(target.iterdir()):
+        raise PretrainedError(f"the cache folder {target} exists but holds no spk package; remove it (or set "
+                              f"{CACHE_ENV} to another folder) and retry")
+    logger.info("importing the pretrained model %s into %s (first use)", name_or_path, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return import_pretrained(str(name_or_path), target, force=True)
+    except (PackageError, RuntimeError) as error:  # RuntimeError: spk.export's checks of the exported graphs
+        raise PretrainedError(f"cannot import {name_or_path} into {target}: {error}") from None

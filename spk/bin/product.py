@@ -67,8 +67,10 @@ def _errors():
 def _model_options(function):
     function = click.option("--device", default="cpu", show_default=True,
                             help="Where the model runs: cpu, cuda, cuda:N.")(function)
-    function = click.option("--model", "model_path", required=True, metavar="DIR",
-                            help="A trained experiment dir (exp/<tag>) or a model package dir.")(function)
+    function = click.option("--model", "model_path", required=True, metavar="DIR|NAME",
+                            help="A trained experiment dir (exp/<tag>), a model package dir, or a pretrained "
+                                 "model's name (resemblyzer-ge2e: imported into $SPK_CACHE, default "
+                                 "~/.cache/spk, on first use).")(function)
     return function
 
 
