@@ -17,6 +17,26 @@ phase's weights (the classifier head is dropped when the new loss needs none)::
     epochs: 8
     finetune: {loss: triplet, loss_conf: {margin: 0.2}, epochs: 4, optimizer_conf: {lr: 0.0002}}
 
+Fine-tuning from any trained model: ``init_from`` names a model package dir, an
+experiment dir (``exp/<tag>``) or a pretrained name (``resemblyzer-ge2e``); training
+starts from its weights, tensor by tensor where name and shape match (a head for
+another number of speakers, or none, is initialised afresh; a head is taken over only
+when the source was trained on the same speakers).  The architecture keys (encoder,
+pooling, segment layers, embedding size and activation, ``embed_windows``) and the
+feature config must equal the source's: each one that differs is an error naming
+both values, raised before any training work.  ``freeze_layers: N`` keeps the
+encoder's input layer and its first N RNN layers as the source has them;
+``init_lr_scale`` multiplies the learning rate of every other initialised tensor
+(the fresh ones, such as a new head, train at the full rate)::
+
+    init_from: resemblyzer-ge2e
+    freeze_layers: 1
+    init_lr_scale: 0.1
+
+Both apply to every phase that starts from weights (the ``finetune`` phase starts
+from the first phase's; set them under ``finetune`` to change them there).  A resumed
+run continues from its checkpoint and does not read the weights of ``init_from`` again.
+
 On-the-fly data augmentation (noise, music, babble, reverberation, SpecAugment)
 is configured under ``augment``; see :class:`AugmentConfig`::
 
@@ -53,7 +73,10 @@ SPEAKER_BALANCE = ("none", "class_weights", "oversample")
 # Keys a fine-tuning phase cannot change: the network's shape, and what is shared by both phases.
 PHASE_FIXED_KEYS = {"encoder", "encoder_conf", "pooling", "pooling_conf", "segment_layers", "embedding_dim",
                     "embedding_activation",
-                    "features", "finetune", "preload"}
+                    "features", "finetune", "preload", "init_from"}
+# Keys left out of the resolved config while at their default, so that the configs (and the checkpoints'
+# identities) of experiments written before they existed stay what they were.
+OMITTED_AT_DEFAULT = {"init_from": "", "freeze_layers": 0, "init_lr_scale": 1.0}
 
 
 # the options of the parts a config names; their names are checked when the part is built
@@ -134,6 +157,11 @@ class ExperimentConfig:
     # how the product (spk.api) embeds a recording by default: {} the whole of it; or windows
     # {frames, step, pad, min_coverage} as spk.inference.Chunking (an imported GE2E model: 1.6 s partials)
     embed_windows: dict[str, Any] = field(default_factory=dict)
+    # fine-tuning (see the module docstring): the weights to start from, the leading encoder layers
+    # kept fixed, and the learning-rate factor of the other initialised tensors
+    init_from: str = ""  # a package dir, an experiment dir or a pretrained name; "" starts from scratch
+    freeze_layers: int = 0  # the input layer and the first N RNN layers of the encoder stay as initialised
+    init_lr_scale: float = 1.0  # learning rate of initialised, not frozen tensors = lr * this
 
     def __post_init__(self) -> None:
         self.chunk_frames = tuple(int(v) for v in self.chunk_frames)  # type: ignore[assignment]
@@ -151,6 +179,11 @@ class ExperimentConfig:
         for name in PART_OPTION_KEYS:
             _check_part_options(name, getattr(self, name))
         _check_embed_windows(self.embed_windows)
+        if self.freeze_layers < 0:
+            raise ConfigError(f"freeze_layers: a whole number >= 0 of encoder RNN layers, got {self.freeze_layers}")
+        if not self.init_lr_scale > 0:
+            raise ConfigError(f"init_lr_scale: a number above 0 (1 trains initialised tensors at the full rate), "
+                              f"got {self.init_lr_scale}")
         self.augmentation()  # check the augmentation options now
         if self.finetune:
             self.phases()  # check the second phase's keys now, not after the first phase trained
@@ -199,6 +232,9 @@ class ExperimentConfig:
         """Plain mapping for YAML."""
         values = asdict(self)
         values["chunk_frames"] = list(self.chunk_frames)
+        for key, default in OMITTED_AT_DEFAULT.items():
+            if values[key] == default:
+                del values[key]
         return values
 
     def save(self, path: str | Path) -> None:

@@ -37,6 +37,7 @@ from spk.models import build_embedder
 from spk.models.embedder import SpeakerEmbedder
 from spk.train import distributed
 from spk.train.dataset import ChunkSampler, SpeakerBalancedSampler
+from spk.train.init_from import InitSource, check_init_options, load_init_source, optimizer_groups, prepare_model
 from spk.train.prefetch import Prefetcher
 from spk.model_dir import (CONFIG, FINAL_WEIGHTS, GLOBAL_CMVN, SPEAKERS, TrainedModelError, load_weights,
                          resolve_device)
@@ -165,13 +166,17 @@ def train(exp_dir: Path, config: ExperimentConfig, feature_config: FeatureConfig
     config (an epoch checkpoint, or the mid-epoch one a SIGINT/SIGTERM left);
     otherwise (or when the config changed) it starts afresh.  A two-phase config
     (``finetune``) trains its first phase in ``exp_dir/pretrain`` and the second,
-    from the first one's weights, in ``exp_dir``.  Under ``torchrun`` every process
-    calls this; rank 0 writes the files.  Raises :class:`TrainingInterrupted`
+    from the first one's weights, in ``exp_dir``.  With ``init_from`` the first
+    phase starts from that model's weights (see :mod:`spk.train.init_from`); the
+    model is read and checked against the config before anything else is done.
+    Under ``torchrun`` every process calls this; rank 0 writes the files.  Raises :class:`TrainingInterrupted`
     after saving a checkpoint when stopped by a signal.  Returns ``models/final.pt``.
     """
     exp_dir = Path(exp_dir)
     config.features = feature_config.to_dict()
     phases = config.phases()
+    check_init_options(config)
+    init_source = load_init_source(config, feature_config) if config.init_from else None
     context = distributed.setup(resolve_device(device))
     all_ranks_agree = False  # every rank leaves the same way: safe to wait for the others
     try:
@@ -182,8 +187,9 @@ def train(exp_dir: Path, config: ExperimentConfig, feature_config: FeatureConfig
             # so changing only the fine-tuning options keeps a finished pre-training phase.
             identity = json.dumps([p.to_dict() for p in phases[:number]], sort_keys=True) \
                 if len(phases) > 1 else json.dumps(config.to_dict(), sort_keys=True)
+            start = init_source if init_weights is None else InitSource.from_weights_file(init_weights)
             run = _Phase(exp_dir=exp_dir if last else exp_dir / "pretrain", config=phase,
-                         saved_config=config if last else phase, identity=identity, init_weights=init_weights)
+                         saved_config=config if last else phase, identity=identity, init_source=start)
             if len(phases) > 1:
                 logger.info("training phase %d of %d (%s loss) in %s", number, len(phases), phase.loss, run.exp_dir)
             init_weights = _train_phase(run, feature_config, Path(train_dir), valid_dir, valid_trials_dir,
@@ -205,7 +211,7 @@ class _Phase:
     config: ExperimentConfig
     saved_config: ExperimentConfig  # written as config.yaml (the whole two-phase config in the last phase)
     identity: str  # checkpoints of another identity are not resumed
-    init_weights: Path | None  # the previous phase's final model
+    init_source: InitSource | None  # init_from's model, or the previous phase's final one
 
 
 def _train_phase(run: _Phase, feature_config: FeatureConfig, train_dir: Path, valid_dir: Path | None,
@@ -265,8 +271,12 @@ def _train_phase(run: _Phase, feature_config: FeatureConfig, train_dir: Path, va
     model = build_embedder(config.to_dict(), feature_config.dim, num_classes).to(torch_device)
     if config.optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer: unknown {config.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-    optimizer = OPTIMIZERS[config.optimizer](
-        list(model.parameters()) + list(loss_fn.parameters()), **config.optimizer_conf)
+    # a resumed run gets the initialised weights from its checkpoint, not from the source again
+    plan = prepare_model(model, run.init_source, config, speakers, load=checkpoint is None)
+    optimizer = OPTIMIZERS[config.optimizer](optimizer_groups(model, loss_fn, plan, config.init_lr_scale),
+                                             **config.optimizer_conf)
+    for group in optimizer.param_groups:  # initialised tensors at init_lr_scale times the rate
+        group["lr"] *= group.get("lr_scale", 1.0)
     scheduler = _make_scheduler(optimizer, config, steps_per_epoch)
 
     position = (1, 0)  # (epoch, batch) to start from
@@ -278,8 +288,6 @@ def _train_phase(run: _Phase, feature_config: FeatureConfig, train_dir: Path, va
         _set_rng_state(saved["rng"])
         position = (saved["epoch"], saved["batch"]) if "batch" in saved else (saved["epoch"] + 1, 0)
         logger.info("resuming from %s at epoch %d, batch %d", checkpoint, *position)
-    elif run.init_weights is not None:
-        _load_matching_weights(model, run.init_weights)
 
     validates = context.is_main  # validation runs on rank 0 only
     valid = _load_valid(valid_dir, feature_config, store.global_stats, speaker_index) \
@@ -333,20 +341,6 @@ def _train_phase(run: _Phase, feature_config: FeatureConfig, train_dir: Path, va
                     sum(float(p.detach().double().sum()) for p in model.parameters()))
     distributed.barrier(context)  # final.pt is written before any process reads it (next phase)
     return final
-
-
-def _load_matching_weights(model: SpeakerEmbedder, path: Path) -> None:
-    """Start from a previous phase's weights: every tensor whose name and shape match.
-
-    The rest (a head the previous phase had not, or had for another loss) keeps its fresh initialisation.
-    """
-    weights = load_weights(path)["model"]
-    own = model.state_dict()
-    matching = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
-    model.load_state_dict(matching, strict=False)
-    fresh = sorted(set(own) - set(matching))
-    logger.info("initialised from %s (%d tensors)%s", path, len(matching),
-                f"; freshly initialised: {', '.join(fresh)}" if fresh else "")
 
 
 def set_class_weights(loss_fn, config: ExperimentConfig, sampler, num_speakers: int) -> None:
