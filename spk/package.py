@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 import spk
-from spk.calibration import Calibration, load_calibration
+from spk.calibration import Calibration, load_calibration, save_calibration
 from spk.data import swap_into_place
 from spk.export import ONNX_OPSET, export_onnx, export_torchscript, verify_exports
 from spk.experiment import ExperimentConfig
@@ -92,13 +92,16 @@ def write_package(exp_dir: str | os.PathLike, out_dir: str | os.PathLike, *, for
 
 
 def write_embedder_package(out_dir: str | os.PathLike, model, config: ExperimentConfig, speakers: list[str], *,
-                           origin: dict[str, Any], force: bool = False, onnx: bool = True) -> Path:
+                           origin: dict[str, Any], force: bool = False, onnx: bool = True,
+                           calibration: Calibration | None = None) -> Path:
     """Write a package for an embedder that comes from no experiment dir (imported weights); returns ``out_dir``.
 
     ``config`` is saved as ``config.yaml`` (its ``features:`` must be set),
     ``speakers`` as ``speakers.txt`` (empty for a model without a head), and
     ``origin`` goes into the manifest as it is (where the weights came from, their
-    licence). Exports, checks and the staging are those of :func:`write_package`.
+    licence). ``calibration``, when given, is saved as ``calibration.json`` (so the
+    manifest's checksums cover it). Exports, checks and the staging are those of
+    :func:`write_package`.
     """
     out_dir = Path(out_dir)
     _check_destination(out_dir, force)
@@ -108,6 +111,8 @@ def write_embedder_package(out_dir: str | os.PathLike, model, config: Experiment
         config.save(staging / CONFIG)
         (staging / SPEAKERS).write_text("".join(f"{speaker}\n" for speaker in speakers))
         torch.save({"model": model.state_dict()}, staging / PACKAGE_WEIGHTS)
+        if calibration is not None:
+            save_calibration(staging / CALIBRATION, calibration)
         exports = _write_exports(model, staging, onnx)
         return _manifest(origin, staging, model, feature_config, speakers, exports)
 

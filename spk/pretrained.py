@@ -32,6 +32,7 @@ unless told to use other windows. :func:`partials_chunking` gives the same
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -175,13 +176,58 @@ def build_pretrained(spec: PretrainedSpec, *, silence_trim: str | None = None):
     return model.eval(), config, source
 
 
+def calibration_path(name: str) -> Path:
+    """Where spk keeps the calibration it ships for the pretrained model ``name`` (it may not exist).
+
+    The file is written by ``benchmarks/pretrained_calibration.py``: ``{"pretrained",
+    "weights_sha256", "features", "fitted_on", "held_out", "calibration"}``, the last one
+    a :class:`spk.calibration.Calibration` as ``calibration.json`` holds it.
+    """
+    return Path(__file__).resolve().parent / "pretrained_calibration" / f"{name}.json"
+
+
+def shipped_calibration(spec: PretrainedSpec, weights_sha256: str, features: dict[str, Any],
+                        path: str | os.PathLike | None = None):
+    """``(Calibration, record)`` of the calibration file ``path`` (default :func:`calibration_path`) for ``spec``,
+    or None when there is none or it was fitted for other weights or another front end (logged).
+
+    ``record`` (what it was fitted on, its held-out error rates, the file's sha256) goes
+    into the package's manifest.
+    """
+    from spk.calibration import Calibration
+
+    path = Path(path) if path is not None else calibration_path(spec.name)
+    if not path.is_file():
+        return None
+    try:
+        shipped = json.loads(path.read_text())
+        calibration = Calibration(**shipped["calibration"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise PretrainedError(f"the calibration file {path} of {spec.name} cannot be read ({error}); "
+                              "refit it with benchmarks/pretrained_calibration.py") from None
+    if shipped.get("weights_sha256") != weights_sha256:
+        logger.warning("%s was fitted for other %s weights (sha256 %s, installed %s): the package gets no "
+                       "calibration", path, spec.name, shipped.get("weights_sha256"), weights_sha256)
+        return None
+    if shipped.get("features") != features:
+        logger.warning("%s was fitted with another front end (%s): the package gets no calibration", path,
+                       shipped.get("features"))
+        return None
+    record = {key: shipped.get(key) for key in ("fitted_on", "held_out")}
+    record["file"], record["sha256"] = path.name, sha256_file(path)
+    return calibration, record
+
+
 def import_pretrained(name: str, out_dir: str | os.PathLike, *, force: bool = False, onnx: bool | None = None,
-                      silence_trim: str | None = None) -> Path:
+                      silence_trim: str | None = None, calibration: str | os.PathLike | bool | None = None) -> Path:
     """Write the spk model package of the pretrained model ``name`` to ``out_dir``; returns ``out_dir``.
 
     ``onnx`` None writes the ONNX graph when the ``onnx`` package is installed.
     With ``silence_trim: webrtcvad`` (the default) the ``webrtcvad`` module must be
-    importable, as it is needed to use the package.
+    importable, as it is needed to use the package. ``calibration``: None ships the
+    calibration spk keeps for the model (:func:`calibration_path`) when it was fitted on
+    these weights and this front end, a path ships that file, False ships none; it
+    becomes the package's ``calibration.json`` and its record the manifest's ``calibration``.
     """
     import importlib.util
 
@@ -194,7 +240,20 @@ def import_pretrained(name: str, out_dir: str | os.PathLike, *, force: bool = Fa
                               "is not installed: pip install webrtcvad-wheels (or import with --silence-trim none)")
     if onnx is None:
         onnx = importlib.util.find_spec("onnx") is not None
-    return write_embedder_package(out_dir, model, config, [], origin={"source": source}, force=force, onnx=onnx)
+    origin: dict[str, Any] = {"source": source}
+    if calibration is None:  # which of spk's calibration files it was imported with (resolve_model's cache check)
+        offered = calibration_path(spec.name)
+        origin["spk_calibration_sha256"] = sha256_file(offered) if offered.is_file() else None
+    shipped = None
+    if calibration is not False:
+        shipped = shipped_calibration(spec, source["sha256"], config.features,
+                                      None if calibration in (None, True) else calibration)
+        if shipped is None and calibration not in (None, True):
+            raise PretrainedError(f"the calibration {calibration} does not fit these weights or this front end")
+    if shipped is not None:
+        origin["calibration"] = shipped[1]
+    return write_embedder_package(out_dir, model, config, [], origin=origin, force=force, onnx=onnx,
+                                  calibration=None if shipped is None else shipped[0])
 
 
 def cache_dir() -> Path:
@@ -223,14 +282,19 @@ def resolve_model(name_or_path: str | os.PathLike) -> Path:
     target = cache_dir() / str(name_or_path)
     if (target / MANIFEST).is_file():
         try:
-            verify_package(target)
-            return target
+            manifest = verify_package(target)
+            shipped = calibration_path(str(name_or_path))
+            current = sha256_file(shipped) if shipped.is_file() else None
+            if manifest.get("spk_calibration_sha256") == current:
+                return target
+            logger.warning("the cached %s package predates the calibration this spk ships; importing it again",
+                           name_or_path)
         except PackageError as error:
             logger.warning("the cached %s package is damaged (%s); importing it again", name_or_path, error)
     elif target.exists() and any(target.iterdir()):
         raise PretrainedError(f"the cache folder {target} exists but holds no spk package; remove it (or set "
                               f"{CACHE_ENV} to another folder) and retry")
-    logger.info("importing the pretrained model %s into %s (first use)", name_or_path, target)
+    logger.info("importing the pretrained model %s into %s", name_or_path, target)
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         return import_pretrained(str(name_or_path), target, force=True)

@@ -42,7 +42,10 @@ def test_model_name_imports_on_first_use_and_reimports_a_damaged_cache(tmp_path,
     result = runner.invoke(main, ["similarity", "--model", "resemblyzer-ge2e", "--json", *map(str, files)])
     assert result.exit_code in (0, 1), result.output + str(result.exception)
     first = json.loads(result.stdout)
-    assert (cached / "spk_package.json").is_file()
+    assert first["decision"] in ("accept", "reject") and first["llr"] is not None  # the shipped calibration
+    assert (cached / "calibration.json").is_file()
+    manifest = json.loads((cached / "spk_package.json").read_text())
+    assert manifest["calibration"]["fitted_on"]["speakers"] and "calibration.json" in manifest["files"]
     assert not [path for path in cached.parent.iterdir() if path.name.startswith(".")]  # no staging left
 
     (cached / "config.yaml").write_text((cached / "config.yaml").read_text() + "\n# edited\n")
@@ -52,3 +55,35 @@ def test_model_name_imports_on_first_use_and_reimports_a_damaged_cache(tmp_path,
     from spk.model_dir import verify_package
 
     verify_package(cached)  # imported again: the checksums hold
+
+
+def test_shipped_calibration_is_for_the_default_import_and_disjoint_speakers():
+    from spk.pretrained import RESEMBLYZER_GE2E, calibration_path
+
+    from spk.features import FeatureConfig
+
+    shipped = json.loads(calibration_path("resemblyzer-ge2e").read_text())
+    default = FeatureConfig.from_dict(RESEMBLYZER_GE2E.features).to_dict()
+    assert shipped["features"] == default  # what a default import's front end is
+    fitted, held = set(shipped["fitted_on"]["speakers"]), set(shipped["held_out"]["speakers"])
+    assert fitted and held and not fitted & held
+    assert shipped["calibration"]["a"] > 0 and shipped["calibration"]["scoring"]["backend"] == "cosine"
+
+
+def test_calibration_for_other_weights_or_front_end_is_not_shipped(tmp_path):
+    from spk.pretrained import RESEMBLYZER_GE2E, calibration_path, shipped_calibration
+
+    from spk.features import FeatureConfig
+
+    shipped = json.loads(calibration_path("resemblyzer-ge2e").read_text())
+    features = FeatureConfig.from_dict(RESEMBLYZER_GE2E.features).to_dict()
+    calibration, record = shipped_calibration(RESEMBLYZER_GE2E, shipped["weights_sha256"], features)
+    assert calibration.a == shipped["calibration"]["a"] and record["sha256"] and record["fitted_on"]
+    assert shipped_calibration(RESEMBLYZER_GE2E, "0" * 64, features) is None
+    assert shipped_calibration(RESEMBLYZER_GE2E, shipped["weights_sha256"], {**features, "silence_trim": "none"}) is None
+    broken = tmp_path / "broken.json"
+    broken.write_text("{")
+    from spk.pretrained import PretrainedError
+
+    with pytest.raises(PretrainedError, match="broken.json of resemblyzer-ge2e cannot be read"):
+        shipped_calibration(RESEMBLYZER_GE2E, shipped["weights_sha256"], features, broken)
