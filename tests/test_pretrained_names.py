@@ -87,3 +87,19 @@ def test_calibration_for_other_weights_or_front_end_is_not_shipped(tmp_path):
 
     with pytest.raises(PretrainedError, match="broken.json of resemblyzer-ge2e cannot be read"):
         shipped_calibration(RESEMBLYZER_GE2E, shipped["weights_sha256"], features, broken)
+
+
+def test_model_name_without_the_weights_says_what_to_install(tmp_path, monkeypatch):
+    import importlib.metadata
+
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setenv("SPK_CACHE", str(tmp_path))
+    monkeypatch.setattr(importlib.metadata, "distribution", missing)
+    wav = tmp_path / "a.wav"
+    wav.write_bytes(b"")  # never read: the model fails first
+    result = CliRunner().invoke(main, ["similarity", "--model", "resemblyzer-ge2e", str(wav), str(wav)])
+    assert result.exit_code == 3, result.output
+    assert "needs the Resemblyzer distribution" in result.stderr and "pip install" in result.stderr
+    assert not (tmp_path / "pretrained" / "resemblyzer-ge2e").exists()  # nothing half-written left
