@@ -31,6 +31,7 @@ unless told to use other windows. :func:`partials_chunking` gives the same
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 import logging
@@ -272,31 +273,65 @@ def resolve_model(name_or_path: str | os.PathLike) -> Path:
     loader reports a missing one). A pretrained model's name (``resemblyzer-ge2e``)
     gives its package in :func:`cache_dir`, imported there with :func:`import_pretrained`
     on first use. The import is staged and renamed into place, so a half-written
-    package is never used; a cached package whose checksums fail is imported again.
+    package is never used; a cached package whose checksums fail, or that was imported
+    with another calibration than this spk ships, is imported again. Processes that
+    want the same package at once import it once (a lock file beside it).
     """
-    from spk.model_dir import MANIFEST, PackageError, verify_package
+    from spk.model_dir import PackageError
 
     path = Path(name_or_path)
     if path.exists() or str(name_or_path) not in PRETRAINED:
         return path
-    target = cache_dir() / str(name_or_path)
+    name = str(name_or_path)
+    target = cache_dir() / name
+    if _usable_cache(target, name, log=False):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _cache_lock(target.parent / f".{name}.lock"):  # one import at a time; the others then use it
+        if _usable_cache(target, name, log=True):
+            return target
+        logger.info("importing the pretrained model %s into %s", name, target)
+        try:
+            return import_pretrained(name, target, force=True)
+        except (PackageError, RuntimeError) as error:  # RuntimeError: spk.export's checks of the exported graphs
+            raise PretrainedError(f"cannot import {name} into {target}: {error}") from None
+
+
+def _usable_cache(target: Path, name: str, *, log: bool) -> bool:
+    """Whether ``target`` holds an intact package of ``name`` imported with the calibration this spk ships;
+    an error when it is a folder that is no package (never overwritten)."""
+    from spk.model_dir import MANIFEST, PackageError, verify_package
+
     if (target / MANIFEST).is_file():
         try:
             manifest = verify_package(target)
-            shipped = calibration_path(str(name_or_path))
-            current = sha256_file(shipped) if shipped.is_file() else None
-            if manifest.get("spk_calibration_sha256") == current:
-                return target
-            logger.warning("the cached %s package predates the calibration this spk ships; importing it again",
-                           name_or_path)
         except PackageError as error:
-            logger.warning("the cached %s package is damaged (%s); importing it again", name_or_path, error)
-    elif target.exists() and any(target.iterdir()):
+            if log:
+                logger.warning("the cached %s package is damaged (%s); importing it again", name, error)
+            return False
+        shipped = calibration_path(name)
+        if manifest.get("spk_calibration_sha256") == (sha256_file(shipped) if shipped.is_file() else None):
+            return True
+        if log:
+            logger.warning("the cached %s package predates the calibration this spk ships; importing it again", name)
+        return False
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise PretrainedError(f"the cache folder {target} exists but holds no spk package; remove it (or set "
                               f"{CACHE_ENV} to another folder) and retry")
-    logger.info("importing the pretrained model %s into %s", name_or_path, target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    return False
+
+
+@contextlib.contextmanager
+def _cache_lock(path: Path):
+    """An exclusive lock on ``path`` (POSIX ``flock``; no lock where ``fcntl`` is missing)."""
     try:
-        return import_pretrained(str(name_or_path), target, force=True)
-    except (PackageError, RuntimeError) as error:  # RuntimeError: spk.export's checks of the exported graphs
-        raise PretrainedError(f"cannot import {name_or_path} into {target}: {error}") from None
+        import fcntl
+    except ImportError:  # Windows: imports of one cache folder are not serialised
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
