@@ -35,6 +35,7 @@ import contextlib
 import importlib.metadata
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,19 +194,30 @@ def shipped_calibration(spec: PretrainedSpec, weights_sha256: str, features: dic
     or None when there is none or it was fitted for other weights or another front end (logged).
 
     ``record`` (what it was fitted on, its held-out error rates, the file's sha256) goes
-    into the package's manifest.
+    into the package's manifest. A ``path`` given may also be a plain ``calibration.json``
+    (``spk calibrate`` on one's own trials, scored with this model), shipped as it is.
     """
-    from spk.calibration import Calibration
+    from spk.calibration import Calibration, load_calibration
 
-    path = Path(path) if path is not None else calibration_path(spec.name)
+    given = path is not None
+    path = Path(path) if given else calibration_path(spec.name)
     if not path.is_file():
         return None
     try:
         shipped = json.loads(path.read_text())
+        if given and isinstance(shipped, dict) and "calibration" not in shipped:
+            # a plain calibration.json ('spk calibrate' on one's own trials, scored with this model): the
+            # user vouches for the weights and front end it was fitted with
+            calibration = load_calibration(path)
+            return calibration, {"fitted_on": {"description": calibration.dev_trials}, "held_out": None,
+                                 "file": path.name, "sha256": sha256_file(path)}
         calibration = Calibration(**shipped["calibration"])
+        if not (isinstance(calibration.a, (int, float)) and math.isfinite(calibration.a) and calibration.a > 0
+                and isinstance(calibration.b, (int, float)) and math.isfinite(calibration.b)):
+            raise ValueError(f"slope a = {calibration.a!r} and offset b = {calibration.b!r} must be finite, a > 0")
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise PretrainedError(f"the calibration file {path} of {spec.name} cannot be read ({error}); "
-                              "refit it with benchmarks/pretrained_calibration.py") from None
+                              "refit it with benchmarks/pretrained_calibration.py or 'spk calibrate'") from None
     if shipped.get("weights_sha256") != weights_sha256:
         logger.warning("%s was fitted for other %s weights (sha256 %s, installed %s): the package gets no "
                        "calibration", path, spec.name, shipped.get("weights_sha256"), weights_sha256)

@@ -103,3 +103,18 @@ def test_model_name_without_the_weights_says_what_to_install(tmp_path, monkeypat
     assert result.exit_code == 3, result.output
     assert "needs the Resemblyzer distribution" in result.stderr and "pip install" in result.stderr
     assert not (tmp_path / "pretrained" / "resemblyzer-ge2e").exists()  # nothing half-written left
+
+
+def test_a_plain_calibration_file_given_is_shipped_as_it_is(tmp_path):
+    from spk.calibration import calibrate, save_calibration
+    from spk.pretrained import RESEMBLYZER_GE2E, shipped_calibration
+
+    mine = calibrate([0.9, 0.8, 0.85, 0.3, 0.5, 0.4, 0.6], [1, 1, 1, 0, 0, 0, 0], dev_trials="my/trials")
+    save_calibration(tmp_path / "calibration.json", mine)
+    calibration, record = shipped_calibration(RESEMBLYZER_GE2E, "any", {}, tmp_path / "calibration.json")
+    assert calibration.a == pytest.approx(mine.a) and record["fitted_on"] == {"description": "my/trials"}
+    (tmp_path / "bad.json").write_text(json.dumps({"calibration": {"a": -1.0, "b": 0.0}}))
+    from spk.pretrained import PretrainedError
+
+    with pytest.raises(PretrainedError, match="a > 0"):
+        shipped_calibration(RESEMBLYZER_GE2E, "any", {}, tmp_path / "bad.json")

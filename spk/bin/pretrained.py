@@ -37,7 +37,8 @@ def list_models():
               help="Front end's silence trimming [default: the model's own; webrtcvad for resemblyzer-ge2e, "
                    "which needs the webrtcvad module].")
 @click.option("--calibration", "calibration", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="Calibration file to ship (as benchmarks/pretrained_calibration.py writes) [default: the one spk "
+              help="Calibration file to ship: one benchmarks/pretrained_calibration.py writes, or a calibration.json "
+                   "of 'spk calibrate' on your own trials scored with this model [default: the one spk "
                    "keeps for the model, fitted on held-out LibriSpeech speakers, when it fits the weights and "
                    "front end].")
 @click.option("--no-calibration", is_flag=True, help="Ship no calibration (spk verify then needs --threshold).")
