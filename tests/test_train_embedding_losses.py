@@ -33,17 +33,19 @@ def pk_config(**overrides) -> ExperimentConfig:
     return ExperimentConfig.from_dict(values)
 
 
-def test_speaker_balanced_batches(dirs):
+@pytest.mark.parametrize("speakers_per_batch", [3, 4])  # 4 does not divide the 6 speakers
+def test_speaker_balanced_batches(dirs, speakers_per_batch):
     store = FeatureStore(str(dirs / "train/feats.scp"), FEATURES, cmvn_scp=str(dirs / "train/cmvn.scp"))
     utt2label = {u: int(u.split("-")[0][3:]) for u in store.keys}
-    sampler = SpeakerBalancedSampler(store, utt2label, speakers_per_batch=3, utts_per_speaker=2,
+    sampler = SpeakerBalancedSampler(store, utt2label, speakers_per_batch=speakers_per_batch, utts_per_speaker=2,
                                      chunk_frames=(50, 80), seed=0)
-    batches = list(sampler.batches(1))
-    assert len(batches) == sampler.num_batches() > 0
-    for batch in batches:
-        labels = batch.labels.tolist()
-        assert len(labels) == 6
-        assert sorted(set(labels)) == sorted(set(labels)) and all(labels.count(l) == 2 for l in set(labels))
+    for epoch in (1, 2, 3):
+        batches = list(sampler.batches(epoch))
+        assert len(batches) == sampler.num_batches() > 0
+        for batch in batches:
+            labels = batch.labels.tolist()
+            assert len(labels) == 2 * speakers_per_batch
+            assert len(set(labels)) == speakers_per_batch and all(labels.count(l) == 2 for l in set(labels))
     first, again = sampler.epoch_plan(1), sampler.epoch_plan(1)
     assert np.array_equal(first[0], again[0])
 

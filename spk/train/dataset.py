@@ -163,9 +163,29 @@ class SpeakerBalancedSampler(ChunkSampler):
                                                        // len(self.utts_of) + 1)])
         order = []
         for b in range(num_batches):
-            for speaker in speaker_order[b * self.speakers_per_batch:(b + 1) * self.speakers_per_batch]:
+            for speaker in self._distinct(speaker_order, b * self.speakers_per_batch):
                 utts = self.utts_of[speaker]
                 order.append(rng.choice(utts, size=self.utts_per_speaker,
                                         replace=len(utts) < self.utts_per_speaker))
         chunk_lengths = rng.integers(self.chunk_frames[0], self.chunk_frames[1] + 1, size=num_batches)
         return np.concatenate(order) if order else np.zeros(0, dtype=np.int64), chunk_lengths
+
+    def _distinct(self, speaker_order: np.ndarray, start: int) -> np.ndarray:
+        """The P speakers of the batch starting at ``start`` of ``speaker_order``, all different.
+
+        A batch that straddles two of the concatenated permutations can repeat a
+        speaker (when P does not divide the number of speakers); each repeat is
+        swapped, in ``speaker_order`` itself, with the next later speaker not yet
+        in the batch, so the batches after it stay a walk through the speakers.
+        """
+        end = start + self.speakers_per_batch
+        seen: set[int] = set()
+        for position in range(start, end):
+            if speaker_order[position] in seen:
+                later = next((j for j in range(end, len(speaker_order)) if speaker_order[j] not in seen), None)
+                if later is None:  # the tail holds only speakers of this batch: take an unused one
+                    speaker_order[position] = min(set(range(len(self.utts_of))) - seen)
+                else:
+                    speaker_order[position], speaker_order[later] = speaker_order[later], speaker_order[position]
+            seen.add(int(speaker_order[position]))
+        return speaker_order[start:end]
