@@ -132,7 +132,7 @@ def load_trained(path: str | os.PathLike, device: str = "cpu", *,
     from spk.pretrained import PRETRAINED, PretrainedError, resolve_model
 
     try:
-        path = resolve_model(path)  # a pretrained model's name: its package, imported into the cache on first use
+        path, checked_manifest = resolve_model(path)  # a pretrained model's name: its cached package
     except PretrainedError as error:
         raise TrainedModelError(str(error)) from None
     if not path.exists():
@@ -142,7 +142,7 @@ def load_trained(path: str | os.PathLike, device: str = "cpu", *,
         raise TrainedModelError(f"model {path} is not a directory; give a trained experiment dir (exp/<tag>) "
                                 "or a model package dir")
     if (path / MANIFEST).is_file():
-        return _load_package(path, device)
+        return _load_package(path, device, checked_manifest)
     if (path / CONFIG).is_file():
         return _load_experiment(path, device, global_cmvn_optional)
     raise TrainedModelError(f"{path} is not a model: it has neither {CONFIG} (a trained experiment dir, "
@@ -175,8 +175,9 @@ def _load_experiment(exp_dir: Path, device: str, global_cmvn_optional: bool) -> 
                      _choose_center(stored_center, exp_dir / CENTER, calibration), calibration, None)
 
 
-def _load_package(path: Path, device: str) -> TrainedModel:
-    manifest = verify_package(path)
+def _load_package(path: Path, device: str, manifest: dict[str, Any] | None = None) -> TrainedModel:
+    """A package; ``manifest``: its manifest when its checksums were verified just before (not again)."""
+    manifest = manifest if manifest is not None else verify_package(path)
     files = manifest["files"]
     config = read_experiment_config(path)
     feature_config = _feature_config(config, path / CONFIG)

@@ -278,40 +278,45 @@ def cache_dir() -> Path:
     return Path(base).expanduser() / "spk" / "pretrained"
 
 
-def resolve_model(name_or_path: str | os.PathLike) -> Path:
-    """The model directory that ``--model name_or_path`` means.
+def resolve_model(name_or_path: str | os.PathLike) -> tuple[Path, dict | None]:
+    """The model directory that ``--model name_or_path`` means, and its manifest when already checked.
 
-    An existing path, or a name that is no pretrained model, is returned as it is (the
-    loader reports a missing one). A pretrained model's name (``resemblyzer-ge2e``)
-    gives its package in :func:`cache_dir`, imported there with :func:`import_pretrained`
-    on first use. The import is staged and renamed into place, so a half-written
-    package is never used; a cached package whose checksums fail, or that was imported
-    with another calibration than this spk ships, is imported again. Processes that
-    want the same package at once import it once (a lock file beside it).
+    An existing path, or a name that is no pretrained model, is returned as it is, with
+    no manifest (the loader checks it, or reports a missing one). A pretrained model's
+    name (``resemblyzer-ge2e``) gives its package in :func:`cache_dir`, imported there
+    with :func:`import_pretrained` on first use, and the manifest of that package, whose
+    checksums were just verified (so the loader need not hash its files again). The
+    import is staged and renamed into place, so a half-written package is never used; a
+    cached package whose checksums fail, or that was imported with another calibration
+    than this spk ships, is imported again. Processes that want the same package at once
+    import it once (a lock file beside it).
     """
-    from spk.model_dir import PackageError
+    from spk.model_dir import PackageError, read_manifest
 
     path = Path(name_or_path)
     if path.exists() or str(name_or_path) not in PRETRAINED:
-        return path
+        return path, None
     name = str(name_or_path)
     target = cache_dir() / name
-    if _usable_cache(target, name, log=False):
-        return target
+    manifest = _usable_cache(target, name, log=False)
+    if manifest is not None:
+        return target, manifest
     target.parent.mkdir(parents=True, exist_ok=True)
     with _cache_lock(target.parent / f".{name}.lock"):  # one import at a time; the others then use it
-        if _usable_cache(target, name, log=True):
-            return target
+        manifest = _usable_cache(target, name, log=True)
+        if manifest is not None:
+            return target, manifest
         logger.info("importing the pretrained model %s into %s", name, target)
         try:
-            return import_pretrained(name, target, force=True)
+            import_pretrained(name, target, force=True)
         except (PackageError, RuntimeError) as error:  # RuntimeError: spk.export's checks of the exported graphs
             raise PretrainedError(f"cannot import {name} into {target}: {error}") from None
+        return target, read_manifest(target)  # written just now, with checksums of what it wrote
 
 
-def _usable_cache(target: Path, name: str, *, log: bool) -> bool:
-    """Whether ``target`` holds an intact package of ``name`` imported with the calibration this spk ships;
-    an error when it is a folder that is no package (never overwritten)."""
+def _usable_cache(target: Path, name: str, *, log: bool) -> dict | None:
+    """The verified manifest of ``target`` when it holds an intact package of ``name`` imported with the
+    calibration this spk ships, else None; an error when it is a folder that is no package (never overwritten)."""
     from spk.model_dir import MANIFEST, PackageError, verify_package
 
     if (target / MANIFEST).is_file():
@@ -320,17 +325,17 @@ def _usable_cache(target: Path, name: str, *, log: bool) -> bool:
         except PackageError as error:
             if log:
                 logger.warning("the cached %s package is damaged (%s); importing it again", name, error)
-            return False
+            return None
         shipped = calibration_path(name)
         if manifest.get("spk_calibration_sha256") == (sha256_file(shipped) if shipped.is_file() else None):
-            return True
+            return manifest
         if log:
             logger.warning("the cached %s package predates the calibration this spk ships; importing it again", name)
-        return False
+        return None
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise PretrainedError(f"the cache folder {target} exists but holds no spk package; remove it (or set "
                               f"{CACHE_ENV} to another folder) and retry")
-    return False
+    return None
 
 
 @contextlib.contextmanager
