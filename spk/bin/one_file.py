@@ -14,7 +14,8 @@ import sys
 import click
 
 from spk.bin.product import (EXIT_REJECT, _check_threshold_options, _Command, _echo_json, _embed_options,
-                             _embedding_kwargs, _errors, _fail, _json_option, _load_model, _model_options)
+                             _embedding_kwargs, _errors, _fail, _json_option, _load_model, _model_options,
+                             _threshold_options)
 
 _SIMILARITY_EXIT_HELP = ("Exit status: 0 ACCEPT (or no decision: an uncalibrated model without --threshold), "
                          "1 REJECT, 2 usage error, 3 input or model error.")
@@ -23,11 +24,7 @@ _EMBED_EXIT_HELP = "Exit status: 0 written, 2 usage error (including --out and k
 
 @click.command("similarity", cls=_Command, epilog=_SIMILARITY_EXIT_HELP)
 @_model_options
-@click.option("--threshold", type=float, default=None,
-              help="Accept when the cosine score is at least this [default: the calibration's].")
-@click.option("--operating-point", default=None, metavar="POINT",
-              help="Calibrated threshold to use: eer, far=<rate> (e.g. far=0.01) or bayes=<target prior> "
-                   "[default: eer, when the model has a calibration].")
+@_threshold_options
 @_embed_options
 @_json_option
 @click.argument("audio_a", metavar="A")

@@ -74,6 +74,17 @@ def _model_options(function):
     return function
 
 
+def _threshold_options(function):
+    """``--threshold`` and ``--operating-point``: the decision rule of ``verify`` and ``similarity``."""
+    function = click.option("--operating-point", default=None, metavar="POINT",
+                            help="Calibrated threshold to use: eer, far=<rate> (e.g. far=0.01) or bayes=<target "
+                                 "prior> [default: eer, when the model has a calibration].")(function)
+    function = click.option("--threshold", type=float, default=None,
+                            help="Accept when the cosine score is at least this [default: from the "
+                                 "calibration].")(function)
+    return function
+
+
 def _embed_options(function):
     function = click.option("--vad", is_flag=True,
                             help="Drop non-speech frames (energy VAD) before the model.")(function)
@@ -153,11 +164,7 @@ def enroll(model_path, device, db_path, speaker, window, hop, vad, as_json, audi
 @_model_options
 @click.option("--db", "db_path", required=True, metavar="FILE", help="Speaker database made by 'spk enroll'.")
 @click.option("--claim", required=True, help="The claimed speaker (enrolled in --db).")
-@click.option("--threshold", type=float, default=None,
-              help="Accept when the cosine score is at least this [default: from the calibration].")
-@click.option("--operating-point", default=None, metavar="POINT",
-              help="Calibrated threshold to use: eer, far=<rate> (e.g. far=0.01) or bayes=<target prior> "
-                   "[default: eer].")
+@_threshold_options
 @_embed_options
 @click.option("--stream", is_flag=True,
               help="Read AUDIO in real-time-sized chunks (a file, or '-' for standard input: WAV or raw 16 kHz "
