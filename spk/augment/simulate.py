@@ -12,7 +12,7 @@ Every function takes a ``numpy.random.Generator`` so results are reproducible.
 from __future__ import annotations
 
 import numpy as np
-from scipy import signal
+from scipy import fft, signal
 
 NOISE_TYPES = ("white", "pink", "brown", "babble_like", "hum")
 
@@ -34,7 +34,7 @@ def coloured_noise(kind: str, num_samples: int, rate: int, rng: np.random.Genera
         noise = hum + 0.05 * rng.standard_normal(num_samples)
     else:
         white = rng.standard_normal(num_samples)
-        spectrum = np.fft.rfft(white)
+        spectrum = fft.rfft(white)
         freqs = np.fft.rfftfreq(num_samples, 1.0 / rate)
         freqs[0] = freqs[1] if len(freqs) > 1 else 1.0
         if kind == "white":
@@ -45,7 +45,7 @@ def coloured_noise(kind: str, num_samples: int, rate: int, rng: np.random.Genera
             shape = 1.0 / freqs
         else:  # speech-shaped: a broad hump around 500 Hz, -6 dB/octave above
             shape = 1.0 / (1.0 + (freqs / 500.0) ** 2) * np.sqrt(freqs / (freqs + 100.0))
-        noise = np.fft.irfft(spectrum * shape, n=num_samples)
+        noise = fft.irfft(spectrum * shape, n=num_samples)
         if kind == "babble_like":
             t = np.arange(num_samples) / rate
             envelope = 1.0 + 0.8 * np.sin(2 * np.pi * rng.uniform(3, 6) * t + rng.uniform(0, 2 * np.pi))
