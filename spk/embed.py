@@ -28,6 +28,11 @@ from spk.model_dir import TrainedModel, final_weights_path, load_trained
 
 logger = logging.getLogger(__name__)
 
+# A parallel job costs a spawned process that imports torch and loads the model (2-3 s on a
+# CPU): it pays off only with a lot of speech. On the mini recipe's training set (2 hours,
+# 2-layer LSTM of 128 units, 2 cores) one process took 6.6 s and two 8.3 s.
+SPEECH_SECONDS_PER_JOB = 2 * 3600
+
 
 @dataclass(frozen=True)
 class _EmbedJob:
@@ -108,7 +113,7 @@ def extract_embeddings(exp_dir: Path, data_dir: Path, out_dir: Path, *, device: 
     started = time.monotonic()
     store = feature_store_for(trained, data_dir)
     keys = store.keys
-    nj = min(nj, len(keys))
+    nj = jobs_worth_starting(DataDir(data_dir), nj, len(keys), trained.feature_config.frame_shift_ms)
     mode = f"{chunk_seconds:g} s chunks overlapping by {chunk_overlap:g} s" if chunking else "whole utterances"
     logger.info("%s: embedding %d utterances (%s) with %s", data_dir, len(keys), mode, exp_dir)
     if nj > 1:
@@ -123,6 +128,23 @@ def extract_embeddings(exp_dir: Path, data_dir: Path, out_dir: Path, *, device: 
     logger.info("%s: %d utterance and %d speaker embeddings in %s (%.1f s)", data_dir, len(keys), len(speakers),
                 out_dir, time.monotonic() - started)
     return {"utterances": len(keys), "speakers": len(speakers)}
+
+
+def jobs_worth_starting(data_dir: DataDir, nj: int, num_utterances: int, frame_shift_ms: float) -> int:
+    """``nj``, or fewer where the data dir's speech (``utt2num_frames``) is too little to keep ``nj`` jobs busy.
+
+    At most one job per utterance and per :data:`SPEECH_SECONDS_PER_JOB` of speech; the
+    log says when fewer jobs than asked are started and why.
+    """
+    jobs = min(nj, num_utterances)
+    if jobs > 1 and data_dir.has("utt2num_frames"):
+        seconds = sum(data_dir.utt2num_frames().values()) * frame_shift_ms / 1000
+        worth = max(1, int(seconds // SPEECH_SECONDS_PER_JOB))
+        if worth < jobs:
+            logger.info("%s: %d job(s), not %d: %.2f h of speech is embedded faster without more processes",
+                        data_dir.path, worth, jobs, seconds / 3600)
+            jobs = worth
+    return jobs
 
 
 def speaker_means(embeddings: dict[str, np.ndarray], utt2spk: dict[str, str]) -> dict[str, np.ndarray]:

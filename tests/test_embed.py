@@ -13,6 +13,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from spk import embed as embed_module
 from spk.embed import extract_embeddings, feature_store_for
 from spk.inference import Chunking, average_chunks, embed_store, length_batches
 from spk.scoring import load_embeddings
@@ -198,7 +199,20 @@ def test_speaker_embeddings_of_chunked_utterances(long_dir, chunked):
         np.testing.assert_allclose(mean, np.mean(rows, axis=0), atol=1e-6)
 
 
-def test_parallel_jobs_give_the_same_embeddings(tmp_path, trained, long_dir, caplog):
+@pytest.fixture
+def jobs_for_any_speech(monkeypatch):
+    """Start the asked --nj jobs even for the few seconds of speech of these tests."""
+    monkeypatch.setattr(embed_module, "SPEECH_SECONDS_PER_JOB", 0.1)
+
+
+def test_too_little_speech_is_embedded_in_one_process(tmp_path, trained, long_dir, caplog):
+    with caplog.at_level(logging.INFO, logger="spk"):
+        extract_embeddings(trained, long_dir, tmp_path / "out", nj=3)
+    assert "1 job(s), not 3" in caplog.text
+    assert "jobs with" not in caplog.text
+
+
+def test_parallel_jobs_give_the_same_embeddings(tmp_path, trained, long_dir, caplog, jobs_for_any_speech):
     extract_embeddings(trained, long_dir, tmp_path / "nj1")
     with caplog.at_level(logging.INFO, logger="spk"):
         extract_embeddings(trained, long_dir, tmp_path / "nj3", nj=3)
@@ -217,7 +231,7 @@ def test_embed_without_final_model_in_jobs(tmp_path, trained, long_dir):
 # --------------------------------------------------------------------------- the command line
 
 
-def test_embed_command_with_chunks_and_jobs(tmp_path, trained, long_dir, chunked):
+def test_embed_command_with_chunks_and_jobs(tmp_path, trained, long_dir, chunked, jobs_for_any_speech):
     from spk.cli import main
 
     out = tmp_path / "cli"
