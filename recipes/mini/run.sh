@@ -23,5 +23,5 @@ recipe_option_names="nj train_speakers test_speakers dev_speakers seed noisy_tes
 test_sets=test; [ "$noisy_test" = true ] && test_sets="test test_noisy"
 exec steps/stages.sh \
   --train-set train --test-sets "$test_sets" --ident-sets ident_test --calib-set "$([ "$dev_speakers" -gt 0 ] && echo dev)" \
-  --feature-config conf/fbank.yaml --config conf/lstm_softmax.yaml \
+  --feature-config conf/fbank.yaml --config conf/lstm_contrastive_fast.yaml \
   --nj "$nj" "${stage_args[@]}" -- "${recipe_args[@]}"
