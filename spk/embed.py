@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from spk.data import DataDir
 from spk.feature_store import FeatureStore
 from spk.inference import Chunking, embed_store
 from spk.model_dir import TrainedModel, final_weights_path, load_trained
+from spk.threads import available_cores as cores_of_this_process
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +65,8 @@ def feature_store_for(trained: TrainedModel, data_dir: Path, *, preload: bool = 
 
 
 def available_cores() -> int:
-    """CPU cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    """CPU cores this process may run on: its CPU affinity capped by the cgroup CPU quota (spk.threads)."""
+    return cores_of_this_process().cores
 
 
 def embed_in_jobs(exp_dir: Path, data_dir: Path, keys: list[str], *, nj: int, device: str = "cpu",

@@ -22,14 +22,17 @@ from spk.data import DataDirError, validate_data_dir
 @click.option("--chunk-overlap", type=float, default=None,
               help="Seconds by which neighbouring chunks overlap (with --chunk-seconds) [default: 0].")
 @click.option("--nj", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Parallel jobs, each with cores/nj torch threads.")
+              help="Parallel jobs, each with cores/nj torch threads (one job: $SPK_NUM_THREADS, else "
+                   "$OMP_NUM_THREADS, else the cores this process may use).")
 def embed(exp_dir, data_dir, out_dir, device, chunk_seconds, chunk_overlap, nj):
     """Extract an embedding per utterance and per speaker of DATA_DIR with the model of EXP_DIR."""
     from spk.embed import extract_embeddings
+    from spk.threads import configure_torch_threads
 
     if chunk_overlap is not None and chunk_seconds is None:
         raise click.UsageError("--chunk-overlap needs --chunk-seconds (the chunk length)")
     try:
+        configure_torch_threads(0, purpose="embedding")  # this process's; parallel jobs set their own
         validate_data_dir(data_dir, need_feats=True)
         extract_embeddings(Path(exp_dir), Path(data_dir), Path(out_dir), device=device,
                            chunk_seconds=chunk_seconds, chunk_overlap=chunk_overlap or 0.0, nj=nj)

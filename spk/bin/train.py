@@ -47,7 +47,9 @@ def egs(src, dst, min_frames, min_utts, valid_per_spk, valid_speakers, seed):
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto.")
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="Continue from the latest checkpoint of the same config, or start afresh.")
-@click.option("--threads", default=0, help="torch CPU threads [default: all cores].")
+@click.option("--threads", default=0, type=click.IntRange(min=0),
+              help="torch intra-op CPU threads [default: 0, i.e. $SPK_NUM_THREADS, else $OMP_NUM_THREADS, else "
+                   "the cores this process may use (CPU affinity capped by the cgroup CPU quota)].")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config option (YAML value; dotted keys for nested ones, e.g. "
                    "loss_conf.margin=0.3). Repeatable; saved in the resolved config.yaml.")
@@ -60,14 +62,13 @@ def train(config_path, feature_config, train_dir, valid_dir, valid_trials_dir, e
     except (ConfigError, FeatureConfigError) as error:
         raise click.ClickException(str(error)) from None
 
-    import torch
-
+    from spk.threads import configure_torch_threads  # its ThreadConfigError is a ValueError
+    from spk.feature_store import TrainingDataError
     from spk.train.trainer import TrainingInterrupted
     from spk.train.trainer import train as run_training
 
-    if threads:
-        torch.set_num_threads(threads)
     try:
+        configure_torch_threads(threads, purpose="training")
         validate_data_dir(train_dir, need_feats=True)
         for extra in (valid_dir, valid_trials_dir):
             if extra:
@@ -78,5 +79,6 @@ def train(config_path, feature_config, train_dir, valid_dir, valid_trials_dir, e
     except TrainingInterrupted as stopped:
         click.echo(f"Stopped: {stopped}", err=True)
         raise SystemExit(128 + stopped.signal_number) from None
-    except (ConfigError, FeatureConfigError, RegistryError, DataDirError, RuntimeError, ValueError) as error:
+    except (ConfigError, FeatureConfigError, RegistryError, DataDirError, RuntimeError, ValueError,
+            TrainingDataError) as error:
         raise click.ClickException(str(error)) from None
