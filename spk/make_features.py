@@ -3,11 +3,14 @@
 The data dir is split into ``nj`` parts, each part is computed by its own process
 into ``<feat_dir>/raw_<kind>_<set>.<job>.{ark,scp}``, and the parts are merged
 into the data dir only when enough utterances succeeded, so a failed run never
-replaces good feature lists with partial ones.
+replaces good feature lists with partial ones. With ``compress`` the feature
+matrices are stored with Kaldi's 8-bit "speech feature" compression (a quarter of
+the float32 size; readers such as ``kaldiio.load_scp`` decompress them).
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import multiprocessing
 import os
@@ -16,6 +19,8 @@ from pathlib import Path
 
 import kaldiio
 import numpy as np
+from kaldiio.compression_header import kSpeechFeature
+from kaldiio.matio import read_kaldi, write_array
 from tqdm import tqdm
 
 from spk.audio import AudioError, AudioReader
@@ -43,10 +48,13 @@ def features_up_to_date(data_dir: Path, config: FeatureConfig) -> bool:
 
 
 def make_features(data_dir: Path, config: FeatureConfig, feat_dir: Path, *, nj: int = 1,
-                  force: bool = False, min_fraction: float = 0.95) -> dict[str, int]:
+                  force: bool = False, min_fraction: float = 0.95, compress: bool = False) -> dict[str, int]:
     """Compute features for every utterance of ``data_dir``; returns counts of done and failed.
 
-    Skips the work when :func:`features_up_to_date` (unless ``force``).  Raises
+    ``compress`` stores the matrices with Kaldi's compression method 2 (8 bits per value,
+    piecewise linear between per-column percentiles); the CMVN statistics are then those
+    of the decompressed values, as Kaldi computes them from compressed features.
+    Skips the work when :func:`features_up_to_date` (unless ``force``), compressed or not.  Raises
     :class:`FeatureExtractionError` when fewer than ``min_fraction`` of the
     utterances could be read.
     """
@@ -66,9 +74,10 @@ def make_features(data_dir: Path, config: FeatureConfig, feat_dir: Path, *, nj: 
     name = f"raw_{config.kind}_{data_dir.name}"
     run_id = time.strftime("%Y%m%d%H%M%S") + f"-{os.getpid()}-{time.time_ns() % 10**6:06d}"
     parts = [utts[j::nj] for j in range(nj)]
-    jobs = [(part, wav_scp, segments, config, str(feat_dir / f"{name}.{run_id}.{j + 1}"), j == 0)
+    jobs = [(part, wav_scp, segments, config, str(feat_dir / f"{name}.{run_id}.{j + 1}"), j == 0, compress)
             for j, part in enumerate(parts)]
-    logger.info("%s: computing %s features for %d utterances with %d job(s)", data_dir, config.kind, len(utts), nj)
+    logger.info("%s: computing %s features for %d utterances with %d job(s)%s", data_dir, config.kind, len(utts),
+                nj, ", stored compressed (Kaldi speech-feature 8-bit)" if compress else "")
     if nj == 1:
         results = [_extract_part(jobs[0])]
     else:
@@ -90,11 +99,11 @@ def make_features(data_dir: Path, config: FeatureConfig, feat_dir: Path, *, nj: 
 
 
 def _extract_part(job) -> tuple[str, list[tuple[str, str]]]:
-    utts, wav_scp, segments, config, prefix, show_progress = job
+    utts, wav_scp, segments, config, prefix, show_progress, compress = job
     reader = AudioReader(wav_scp, segments, target_rate=config.sample_rate)
     failed = []
     torch_threads_guard()
-    with kaldiio.WriteHelper(f"ark,scp:{prefix}.ark,{prefix}.scp") as feats_out, \
+    with MatrixArkWriter(f"{prefix}.ark", f"{prefix}.scp", kSpeechFeature if compress else None) as feats_out, \
             kaldiio.WriteHelper(f"ark,scp:{prefix}.cmvn.ark,{prefix}.cmvn.scp") as cmvn_out, \
             open(f"{prefix}.frames", "w") as frames_out:
         for utt in tqdm(utts, desc="features", unit="utt", disable=not show_progress):
@@ -107,10 +116,44 @@ def _extract_part(job) -> tuple[str, list[tuple[str, str]]]:
             if len(feats) == 0:
                 failed.append((utt, f"utterance {utt!r} is too short for one frame (or all silence under VAD)"))
                 continue
-            feats_out(utt, feats)
-            cmvn_out(utt, cmvn_stats(feats))
+            cmvn_out(utt, cmvn_stats(feats_out(utt, feats)))
             frames_out.write(f"{utt} {len(feats)} {len(waveform) / config.sample_rate:.3f}\n")
     return prefix, failed
+
+
+class MatrixArkWriter:
+    """A Kaldi ark of matrices and its scp, optionally compressed; each call returns the matrix as stored.
+
+    The bytes are kaldiio's (``write_array``), as ``kaldiio.WriteHelper`` writes them; it is
+    not used because it cannot hand back the stored (decompressed) values without a
+    second compression.
+    """
+
+    def __init__(self, ark_path: str, scp_path: str, compression_method: int | None = None):
+        self.ark_path, self.compression_method = ark_path, compression_method
+        self._ark = open(ark_path, "wb")
+        self._scp = open(scp_path, "w")
+
+    def __call__(self, key: str, matrix: np.ndarray) -> np.ndarray:
+        encoded = io.BytesIO()
+        write_array(encoded, matrix, compression_method=self.compression_method)
+        self._ark.write(f"{key} ".encode())
+        self._scp.write(f"{key} {self.ark_path}:{self._ark.tell()}\n")
+        self._ark.write(encoded.getbuffer())
+        if self.compression_method is None:
+            return matrix
+        encoded.seek(0)
+        return read_kaldi(encoded)
+
+    def close(self) -> None:
+        self._ark.close()
+        self._scp.close()
+
+    def __enter__(self) -> MatrixArkWriter:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
 
 def torch_threads_guard() -> None:

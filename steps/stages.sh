@@ -17,6 +17,7 @@ train_set=train              # data/<train_set>: training speakers
 test_sets=test               # data/<set> with a trials file, for verification
 ident_sets=                  # data/<set> of held-out utterances of training speakers
 feature_config=conf/fbank.yaml
+compress_feats=false         # stages 1-2: store features with Kaldi's 8-bit compression (true: about 1/4 of the disk)
 config=conf/lstm_softmax.yaml  # experiment config; exp/<tag> with tag = its file name
 tag=                         # override the experiment tag
 train_overrides=             # stage 3: config overrides, e.g. "epochs=30 chunk_frames=[150,250]" (spk train --set; no spaces in values)
@@ -37,9 +38,9 @@ top_n=300                    # stage 5: cohort members per side for asnorm
 calib_set=                   # stage 5: data/<set> with trials to fit score calibration on (a dev set)
 baseline=true                # also score the no-training MFCC-mean baseline
 force=false                  # redo finished work
-threads=0                    # torch threads for training (0 = all cores)
+threads=0                    # torch threads for training (0: $SPK_NUM_THREADS, $OMP_NUM_THREADS or the cores this process may use)
 train_nproc=1                # stage 3: >1 trains with torchrun DDP, this many processes (GPUs) on this machine
-spk_option_names="stage stop_stage nj device train_set test_sets ident_sets feature_config config tag train_overrides min_frames min_utts valid_per_spk valid_speakers speed_perturb aug_offline aug_sources aug_num embed_chunk embed_overlap backend center score_norm top_n calib_set baseline force threads train_nproc"
+spk_option_names="stage stop_stage nj device train_set test_sets ident_sets feature_config compress_feats config tag train_overrides min_frames min_utts valid_per_spk valid_speakers speed_perturb aug_offline aug_sources aug_num embed_chunk embed_overlap backend center score_norm top_n calib_set baseline force threads train_nproc"
 
 command_line="$0 $*"
 data_opts=()  # what follows a lone "--": the options of local/data.sh
@@ -61,6 +62,11 @@ egs_source=$train_set
 [ -n "$aug_offline" ] && egs_source=${egs_source}_combined
 egs=data/${egs_source}_egs
 force_flag=(); [ "$force" = true ] && force_flag=(--force)
+case "$compress_feats" in
+  true) compress_flag=(--compress) ;;
+  false) compress_flag=() ;;
+  *) log "error: --compress-feats takes true or false, not '$compress_feats'"; exit 1 ;;
+esac
 for f in "$feature_config" "$config"; do
   [ -f "$f" ] || { log "error: config file $f does not exist (see conf/)"; exit 1; }
 done
@@ -80,7 +86,7 @@ current_stage=1
 if stage_active 1; then
   log "stage 1: features ($feature_config)"
   run spk features --config "$feature_config" --feat-dir "features/$(basename "${feature_config%.*}")" \
-    --nj "$nj" "${force_flag[@]}" data/$train_set $(for s in $test_sets $ident_sets $calib_set; do echo data/$s; done)
+    --nj "$nj" "${force_flag[@]}" "${compress_flag[@]}" data/$train_set $(for s in $test_sets $ident_sets $calib_set; do echo data/$s; done)
 fi
 
 current_stage=2
@@ -89,7 +95,7 @@ if stage_active 2; then
   # features for each derived dir as it is made; combine then merges them (skipped when up to date)
   derived_features() {
     run spk features --config "$feature_config" --feat-dir "features/$(basename "${feature_config%.*}")" \
-      --nj "$nj" "${force_flag[@]}" "$1"
+      --nj "$nj" "${force_flag[@]}" "${compress_flag[@]}" "$1"
   }
   src=$train_set
   if [ "$speed_perturb" = true ]; then

@@ -422,3 +422,43 @@ def test_failed_run_keeps_previous_features_loadable(tmp_path, two_utts):
     after = kaldiio.load_scp(str(data_dir / "feats.scp"))
     for utt, feats in before.items():
         np.testing.assert_array_equal(after[utt], feats)
+
+
+# --- compressed arks ---------------------------------------------------------------------------
+
+
+def test_compressed_features_are_smaller_and_close(tmp_path, two_utts):
+    """``spk features --compress``: Kaldi's 8-bit speech-feature compression, read back by kaldiio unchanged.
+
+    Each column is quantised to 8 bits piecewise linearly between its 0th, 25th, 75th and
+    100th percentiles with 64, 128 and 63 steps; the coarsest step is at most (max - min) / 63
+    of the column, so rounding is off by at most half of it. The assertion allows one whole
+    step: the percentiles themselves are stored as 16-bit values of the matrix's range.
+    """
+    from click.testing import CliRunner
+
+    from spk.cli import main
+
+    plain = make_data_dir(tmp_path / "plain", two_utts)
+    packed = make_data_dir(tmp_path / "packed", two_utts)
+    make_features(plain, FeatureConfig(), tmp_path / "plain" / "fbank")
+    result = CliRunner().invoke(main, ["features", str(packed), "--feat-dir", str(tmp_path / "packed" / "fbank"),
+                                       "--compress"])
+    assert result.exit_code == 0, result.output
+
+    def ark_bytes(root):
+        return sum(p.stat().st_size for p in (root / "fbank").glob("*.ark") if ".cmvn." not in p.name)
+
+    assert ark_bytes(tmp_path / "packed") < 0.3 * ark_bytes(tmp_path / "plain")
+    exact = kaldiio.load_scp(str(plain / "feats.scp"))
+    stored = kaldiio.load_scp(str(packed / "feats.scp"))
+    cmvn = kaldiio.load_scp(str(packed / "cmvn.scp"))
+    for utt in two_utts:
+        reference, decompressed = exact[utt], stored[utt]
+        assert decompressed.shape == reference.shape and decompressed.dtype == np.float32
+        step = (reference.max(axis=0) - reference.min(axis=0)) / 63
+        assert np.all(np.abs(decompressed - reference) <= step)
+        assert not np.array_equal(decompressed, reference)
+        # CMVN statistics of the stored (decompressed) values, as Kaldi computes them
+        np.testing.assert_allclose(cmvn[utt], cmvn_stats(decompressed), rtol=1e-6)
+    assert (plain / "feats.conf").read_text() == (packed / "feats.conf").read_text()
