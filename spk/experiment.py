@@ -73,10 +73,14 @@ SPEAKER_BALANCE = ("none", "class_weights", "oversample")
 # Keys a fine-tuning phase cannot change: the network's shape, and what is shared by both phases.
 PHASE_FIXED_KEYS = {"encoder", "encoder_conf", "pooling", "pooling_conf", "segment_layers", "embedding_dim",
                     "embedding_activation",
-                    "features", "finetune", "preload", "init_from"}
+                    "features", "finetune", "preload", "init_from", "on_the_fly_features", "num_workers"}
 # Keys left out of the resolved config while at their default, so that the configs (and the checkpoints'
 # identities) of experiments written before they existed stay what they were.
-OMITTED_AT_DEFAULT = {"init_from": "", "freeze_layers": 0, "init_lr_scale": 1.0}
+OMITTED_AT_DEFAULT = {"init_from": "", "freeze_layers": 0, "init_lr_scale": 1.0, "num_workers": 0,
+                      "on_the_fly_features": False, "precision": "fp32"}
+# How the training data is loaded, not what is trained on: a run may resume with other values.
+LOADER_KEYS = ("preload", "num_workers")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 # the options of the parts a config names; their names are checked when the part is built
@@ -150,7 +154,13 @@ class ExperimentConfig:
     average_last: int = 1  # final model = average of the last N epoch checkpoints
     early_stopping_patience: int = 0  # stop after N epochs without a better validation EER (0 = never)
     speaker_balance: str = "none"  # none | class_weights | oversample: against speakers with little speech
-    preload: bool = True  # hold all training features in memory
+    # data loading (see spk.train.loader): hold the training features in memory (auto: when they fit in
+    # PRELOAD_MEMORY_SHARE of the available memory), loader worker processes (0: a thread of the trainer),
+    # and features computed from the audio of each chunk instead of read from feats.scp
+    preload: bool | str = "auto"
+    num_workers: int = 0
+    on_the_fly_features: bool = False
+    precision: str = "fp32"  # fp32 | bf16 | fp16: autocast for the forward pass (fp16 with a gradient scaler)
     finetune: dict[str, Any] = field(default_factory=dict)  # second training phase: overrides, see above
     features: dict[str, Any] = field(default_factory=dict)  # filled in by stage 3
     augment: dict[str, Any] = field(default_factory=dict)  # on-the-fly augmentation, see AugmentConfig
@@ -179,6 +189,12 @@ class ExperimentConfig:
         for name in PART_OPTION_KEYS:
             _check_part_options(name, getattr(self, name))
         _check_embed_windows(self.embed_windows)
+        if isinstance(self.preload, str) and self.preload != "auto":
+            raise ConfigError(f"preload: true, false or auto, got {self.preload!r}")
+        if self.num_workers < 0:
+            raise ConfigError(f"num_workers: a whole number >= 0 of loader processes, got {self.num_workers}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision: unknown {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
         if self.freeze_layers < 0:
             raise ConfigError(f"freeze_layers: a whole number >= 0 of encoder RNN layers, got {self.freeze_layers}")
         if not self.init_lr_scale > 0:
@@ -236,6 +252,10 @@ class ExperimentConfig:
             if values[key] == default:
                 del values[key]
         return values
+
+    def identity(self) -> dict[str, Any]:
+        """:meth:`to_dict` without the :data:`LOADER_KEYS`: what a checkpoint must match to be resumed."""
+        return {key: value for key, value in self.to_dict().items() if key not in LOADER_KEYS}
 
     def save(self, path: str | Path) -> None:
         """Write as YAML (atomically)."""

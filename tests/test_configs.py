@@ -39,8 +39,12 @@ def write(tmp_path: Path, text: str) -> Path:
 @pytest.mark.parametrize("config, error_type, text, message", [
     (*EXP, "epochs: 12.5\n", "epochs: expected a whole number, got 12.5"),
     (*EXP, "epochs: 12.0\n", "epochs: expected a whole number, got 12.0"),
-    (*EXP, 'preload: "no"\n', "preload: expected true or false, got 'no' (a quoted string: write it without quotes"),
-    (*EXP, "preload: 1\n", "preload: expected true or false, got 1"),
+    (*EXP, 'on_the_fly_features: "no"\n',
+     "on_the_fly_features: expected true or false, got 'no' (a quoted string: write it without quotes"),
+    (*EXP, 'preload: "no"\n', "preload: true, false or auto, got 'no'"),
+    (*EXP, "preload: 1\n", "preload: expected"),
+    (*EXP, "precision: fp8\n", "precision: unknown 'fp8'; choose one of fp32, bf16, fp16"),
+    (*EXP, "num_workers: -1\n", "num_workers: a whole number >= 0"),
     (*EXP, 'batch_size: "64"\n', "batch_size: expected a whole number, got '64'"),
     (*EXP, "grad_clip: five\n", "grad_clip: expected a number, got 'five'"),
     (*EXP, "epochs: true\n", "epochs: expected a whole number, got True"),
@@ -100,7 +104,7 @@ def test_invalid_yaml_names_the_file(tmp_path):
 
 @pytest.mark.parametrize("override, message", [
     ("epochs=12.5", "epochs: expected a whole number, got 12.5"),
-    ("preload='no'", "preload: expected true or false, got 'no'"),
+    ("preload='no'", "preload: true, false or auto, got 'no'"),
     ("finetune.epochs=x", "finetune.epochs: expected a whole number, got 'x'"),
     ("loss_conf={margin: 1, margin: 2}", "duplicate key 'margin'"),
 ])

@@ -219,9 +219,9 @@ def test_chunk_features_of_the_clean_audio_equal_the_stored_rows(root, tmp_path,
     for utt in utts[:3]:
         stored = np.asarray(raw[utt])
         for start, length in ((0, 40), (17, 55), (len(stored) - 48, 48)):
-            begin, end = augmenter.sample_range(start, length)
+            begin, end = augmenter.featurizer.sample_range(start, length)
             assert (begin, end) == (start * 160, (start + length - 1) * 160 + 400)
-            recomputed = augmenter.chunk_features(utt, start, length)
+            recomputed = augmenter.featurizer.chunk_features(utt, start, length)
             assert recomputed.shape == (length, features.dim)
             np.testing.assert_allclose(recomputed, stored[start:start + length], atol=1e-4, rtol=0)
 
@@ -232,7 +232,8 @@ def test_audio_read_on_demand_gives_the_preloaded_chunks(root):
     preloaded = ChunkAugmenter.build(config, FBANK, root / "train", utts, seed=0, preload=True)
     on_demand = ChunkAugmenter.build(config, FBANK, root / "train", utts, seed=0, preload=False)
     for utt in utts:
-        np.testing.assert_array_equal(on_demand.chunk_features(utt, 5, 50), preloaded.chunk_features(utt, 5, 50))
+        np.testing.assert_array_equal(on_demand.featurizer.chunk_features(utt, 5, 50),
+                                      preloaded.featurizer.chunk_features(utt, 5, 50))
         a = preloaded.augmented_chunk(utt, 5, 50, np.random.default_rng(3))
         b = on_demand.augmented_chunk(utt, 5, 50, np.random.default_rng(3))
         np.testing.assert_array_equal(a, b)

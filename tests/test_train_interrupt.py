@@ -38,10 +38,10 @@ def setup(tmp_path_factory):
 SPK = str(Path(sys.executable).with_name("spk"))  # the console script of this environment
 
 
-def train_command(root: Path, exp: str) -> list[str]:
+def train_command(root: Path, exp: str, *extra: str) -> list[str]:
     return [SPK, "train", "--config", str(root / "tiny.yaml"), "--train-dir", str(root / "train"),
             "--feature-config", str(root / "features.yaml"),
-            "--exp-dir", str(root / exp), "--threads", "1"]
+            "--exp-dir", str(root / exp), "--threads", "1", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -50,11 +50,11 @@ def uninterrupted(setup) -> dict:
     return torch.load(setup / "whole/models/final.pt", weights_only=True)["model"]
 
 
-def stop_after_first_epoch(root: Path, exp: str, signal_number: int) -> subprocess.CompletedProcess:
+def stop_after_first_epoch(root: Path, exp: str, signal_number: int, *extra: str) -> subprocess.CompletedProcess:
     """Start training, send ``signal_number`` as soon as the first epoch checkpoint exists."""
     log_path = root / f"{exp}.log"
     with open(log_path, "w") as log:  # a file, not a pipe: a full pipe would block the trainer
-        process = subprocess.Popen(train_command(root, exp), stdout=log, stderr=log)
+        process = subprocess.Popen(train_command(root, exp, *extra), stdout=log, stderr=log)
         checkpoint = root / exp / "models/epoch_001.pt"
         deadline = time.time() + 240
         while not checkpoint.exists() and process.poll() is None and time.time() < deadline:
@@ -84,3 +84,18 @@ def test_resumed_run_matches_uninterrupted(setup, uninterrupted, signal_number):
     for key in final:
         assert torch.equal(final[key], uninterrupted[key]), key
     assert not (setup / exp / "models/interrupted.pt").exists()
+
+
+def test_run_with_loader_workers_stopped_and_resumed_matches_the_run_without(setup, uninterrupted):
+    """Batches are cut by 2 loader processes (streamed from the ark) in the stopped and in the resumed
+    run; the weights equal those of the uninterrupted run whose batches a thread cut from memory."""
+    workers = ("--set", "num_workers=2", "--set", "preload=false")
+    stopped = stop_after_first_epoch(setup, "workers", signal.SIGINT, *workers)
+    assert stopped.returncode == 128 + signal.SIGINT, stopped.stderr[-2000:]
+    assert "2 loader processes" in stopped.stderr
+    resumed = subprocess.run(train_command(setup, "workers", *workers), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from" in resumed.stderr
+    final = torch.load(setup / "workers/models/final.pt", weights_only=True)["model"]
+    for key in uninterrupted:
+        assert torch.equal(final[key], uninterrupted[key]), key

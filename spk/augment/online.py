@@ -131,6 +131,75 @@ def _compact(wave: np.ndarray) -> np.ndarray:
     return wave
 
 
+class ChunkFeaturizer:
+    """Raw features of frames ``[start, start + length)`` of an utterance, computed from its audio.
+
+    The frames equal the stored rows of the same chunk (see *Alignment* above);
+    on-the-fly augmentation and on-the-fly features (:mod:`spk.train.audio_source`)
+    both cut chunks this way.
+    """
+
+    def __init__(self, feature_config: FeatureConfig, waves: WaveformStore):
+        if feature_config.vad:
+            raise AugmentError(
+                "features computed from audio chunks need features without energy VAD (vad: false): VAD drops "
+                "frames, so chunk frames no longer map to samples")
+        self.features = feature_config
+        self._compute_config = dataclasses.replace(feature_config, dither=0.0)  # dither is added per chunk
+        self.waves = waves
+        self.shift = int(feature_config.sample_rate * feature_config.frame_shift_ms / 1000)
+        self.window = int(feature_config.sample_rate * feature_config.frame_length_ms / 1000)
+        self.context = feature_config.delta_order * feature_config.delta_window
+
+    def sample_range(self, first_frame: int, num_frames: int) -> tuple[int, int]:
+        """Samples ``[begin, end)`` under frames ``[first_frame, first_frame + num_frames)``."""
+        return first_frame * self.shift, (first_frame + num_frames - 1) * self.shift + self.window
+
+    def frames_in(self, num_samples: int) -> int:
+        """Frames that ``num_samples`` samples give (snip-edges framing)."""
+        return 0 if num_samples < self.window else 1 + (num_samples - self.window) // self.shift
+
+    def chunk_features(self, utt: str, start: int, length: int, transform=None,
+                       rng: np.random.Generator | None = None) -> np.ndarray:
+        """Raw (un-normalised) features of frames ``[start, start + length)`` of ``utt``, recomputed from its audio.
+
+        ``transform`` (samples -> samples of the same length) is applied to the
+        audio under the frames (plus delta context) first; without it the result
+        equals the stored feature rows. With ``rng`` and a dithering feature
+        config, dither is drawn from ``rng``.
+        """
+        total_frames = self.frames_in(self.waves.num_samples(utt))
+        if start < 0 or start + length > total_frames:
+            raise AugmentError(
+                f"utterance {utt!r}: frames [{start}, {start + length}) are outside its audio's {total_frames} "
+                f"frames; the features must be computed from the same wav.scp (rerun stage 1)")
+        first = max(0, start - self.context)
+        last = min(total_frames, start + length + self.context)
+        begin, end = self.sample_range(first, last - first)
+        stretch = self.waves.stretch(utt, begin, end)
+        if transform is not None:
+            stretch = transform(stretch)
+        if self.features.dither > 0 and rng is not None:
+            stretch = stretch + np.float32(self.features.dither / 32768.0) * rng.standard_normal(
+                len(stretch)).astype(np.float32)
+        feats = compute_features(stretch, self._compute_config)
+        if len(feats) != last - first:
+            raise AugmentError(f"utterance {utt!r}: {end - begin} samples gave {len(feats)} frames, "
+                               f"expected {last - first}; the frame options do not match the audio")
+        return feats[start - first:start - first + length]
+
+    def check_lengths(self, utts: list[str], num_frames) -> None:
+        """Fail early when the audio does not give the stored number of frames of each utterance."""
+        for utt in utts:
+            expected = int(num_frames(utt))
+            got = self.frames_in(self.waves.num_samples(utt))
+            if got != expected:
+                raise AugmentError(
+                    f"utterance {utt!r}: its audio in wav.scp gives {got} frames but feats.scp has {expected}; "
+                    f"on-the-fly augmentation needs features computed from this wav.scp with the feature config "
+                    f"of training (rerun stage 1)")
+
+
 class ChunkAugmenter:
     """Replaces a random share of a batch's chunks by features of augmented audio, then applies SpecAugment.
 
@@ -149,15 +218,11 @@ class ChunkAugmenter:
                 "augment offline (augmented copies of the data dir)")
         self.config = config
         self.features = feature_config
-        self._compute_config = dataclasses.replace(feature_config, dither=0.0)  # dither is added here, from the chunk's rng
-        self.waves = waves
+        self.featurizer = ChunkFeaturizer(feature_config, waves) if waves is not None else None
         self.sources = sources
         self.seed = seed
         self.global_stats = global_stats
         self.utt2spk = dict(utt2spk or {})  # babble leaves out the chunk's own speaker
-        self.shift = int(feature_config.sample_rate * feature_config.frame_shift_ms / 1000)
-        self.window = int(feature_config.sample_rate * feature_config.frame_length_ms / 1000)
-        self.context = feature_config.delta_order * feature_config.delta_window
         kinds = [(name, weight) for name, weight in config.kinds() if weight > 0]
         self.kinds = [name for name, _ in kinds]
         weights = np.array([weight for _, weight in kinds], dtype=np.float64)
@@ -210,56 +275,9 @@ class ChunkAugmenter:
     def augmented_chunk(self, utt: str, start: int, length: int, rng: np.random.Generator) -> np.ndarray:
         """Normalised features of frames ``[start, start + length)`` of ``utt``, from audio augmented by one kind."""
         kind = self.kinds[int(rng.choice(len(self.kinds), p=self.kind_probs))]
-        feats = self.chunk_features(utt, start, length, lambda wave: self._augment(wave, kind, rng, utt), rng=rng)
+        feats = self.featurizer.chunk_features(utt, start, length, lambda wave: self._augment(wave, kind, rng, utt),
+                                               rng=rng)
         return normalise(feats, self.features, global_stats=self.global_stats)
-
-    def sample_range(self, first_frame: int, num_frames: int) -> tuple[int, int]:
-        """Samples ``[begin, end)`` under frames ``[first_frame, first_frame + num_frames)``."""
-        return first_frame * self.shift, (first_frame + num_frames - 1) * self.shift + self.window
-
-    def chunk_features(self, utt: str, start: int, length: int, transform=None,
-                       rng: np.random.Generator | None = None) -> np.ndarray:
-        """Raw (un-normalised) features of frames ``[start, start + length)`` of ``utt``, recomputed from its audio.
-
-        ``transform`` (samples -> samples of the same length) is applied to the
-        audio under the frames (plus delta context) first; without it the result
-        equals the stored feature rows.
-        """
-        total_frames = self._frames_in(self.waves.num_samples(utt))
-        if start < 0 or start + length > total_frames:
-            raise AugmentError(
-                f"utterance {utt!r}: frames [{start}, {start + length}) are outside its audio's {total_frames} "
-                f"frames; the features must be computed from the same wav.scp (rerun stage 1)")
-        first = max(0, start - self.context)
-        last = min(total_frames, start + length + self.context)
-        begin, end = self.sample_range(first, last - first)
-        stretch = self.waves.stretch(utt, begin, end)
-        if transform is not None:
-            stretch = transform(stretch)
-        if self.features.dither > 0 and rng is not None:
-            stretch = stretch + np.float32(self.features.dither / 32768.0) * rng.standard_normal(
-                len(stretch)).astype(np.float32)
-        feats = compute_features(stretch, self._compute_config)
-        if len(feats) != last - first:
-            raise AugmentError(f"utterance {utt!r}: {end - begin} samples gave {len(feats)} frames, "
-                                    f"expected {last - first}; the frame options do not match the audio")
-        return feats[start - first:start - first + length]
-
-    def _frames_in(self, num_samples: int) -> int:
-        return 0 if num_samples < self.window else 1 + (num_samples - self.window) // self.shift
-
-    def check_lengths(self, utts: list[str], num_frames) -> None:
-        """Fail early when the training audio does not give the stored number of frames of each utterance."""
-        if self.waves is None:
-            return
-        for utt in utts:
-            expected = int(num_frames(utt))
-            got = self._frames_in(self.waves.num_samples(utt))
-            if got != expected:
-                raise AugmentError(
-                    f"utterance {utt!r}: its audio in wav.scp gives {got} frames but feats.scp has {expected}; "
-                    f"on-the-fly augmentation needs features computed from this wav.scp with the feature config "
-                    f"of training (rerun stage 1)")
 
     def _augment(self, wave: np.ndarray, kind: str, rng: np.random.Generator, utt: str) -> np.ndarray:
         if kind in ("reverb", "reverb_noise"):

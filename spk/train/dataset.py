@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from spk.feature_store import FeatureStore
+from spk.feature_store import ChunkSource
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +29,10 @@ class Batch:
     lengths: torch.Tensor
     labels: torch.Tensor
 
+    def pin_memory(self) -> "Batch":
+        """The batch in page-locked memory, for fast non-blocking copies to a GPU (DataLoader calls this)."""
+        return Batch(self.feats.pin_memory(), self.lengths.pin_memory(), self.labels.pin_memory())
+
 
 class ChunkSampler:
     """Plans the chunks of each epoch and cuts batches from a :class:`FeatureStore`.
@@ -39,7 +43,7 @@ class ChunkSampler:
     a speaker in proportion to utterance length: the usual answer to imbalanced data.
     """
 
-    def __init__(self, store: FeatureStore, utt2label: dict[str, int], *, batch_size: int,
+    def __init__(self, store: ChunkSource, utt2label: dict[str, int], *, batch_size: int,
                  chunk_frames: tuple[int, int], chunks_per_second: float = 0.0, seed: int = 0,
                  frame_shift_s: float = 0.01, oversample: bool = False):
         self.store = store
@@ -100,19 +104,26 @@ class ChunkSampler:
         speakers = np.count_nonzero(per_speaker)
         return self.chunks_per_utt / per_speaker[self.labels] / speakers
 
+    def plan(self, epoch: int) -> "EpochPlan":
+        """Everything that decides ``epoch``'s batches: a pure function of the seed and the epoch."""
+        order, chunk_lengths = self.epoch_plan(epoch)
+        offsets = np.random.default_rng([self.seed, epoch, 1]).random(len(order))
+        return EpochPlan(epoch, order, chunk_lengths, offsets)
+
+    def batch_at(self, plan: "EpochPlan", local: int) -> Batch:
+        """This process's ``local``-th batch of ``plan``'s epoch; the same in any process that asks."""
+        b = local * self.world_size + self.rank
+        rows = slice(b * self.batch_size, (b + 1) * self.batch_size)
+        batch, chunks = self._cut(plan.order[rows], plan.offsets[rows], int(plan.chunk_lengths[b]))
+        if self.augmenter is not None:
+            batch = self.augmenter(batch, chunks, plan.epoch, b)
+        return batch
+
     def batches(self, epoch: int, start_batch: int = 0):
         """Yield this process's batches of ``epoch`` from its ``start_batch``-th on (to resume mid-epoch)."""
-        order, chunk_lengths = self.epoch_plan(epoch)
-        rng = np.random.default_rng([self.seed, epoch, 1])
-        offsets = rng.random(len(order))
-        world_size, rank = self.world_size, self.rank
+        plan = self.plan(epoch)
         for local in range(start_batch, self.num_local_batches()):
-            b = local * world_size + rank
-            rows = slice(b * self.batch_size, (b + 1) * self.batch_size)
-            batch, chunks = self._cut(order[rows], offsets[rows], int(chunk_lengths[b]))
-            if self.augmenter is not None:
-                batch = self.augmenter(batch, chunks, epoch, b)
-            yield batch
+            yield self.batch_at(plan, local)
 
     def _cut(self, utt_indices: np.ndarray, offsets: np.ndarray,
              chunk_length: int) -> tuple[Batch, list[tuple[str, int]]]:
@@ -122,9 +133,8 @@ class ChunkSampler:
         chunks, positions = [], []
         for utt_index, offset in zip(utt_indices, offsets):
             utt = self.utts[utt_index]
-            feats = self.store[utt]
-            start = int(offset * (len(feats) - length + 1))
-            chunks.append(feats[start:start + length])
+            start = int(offset * (int(self.lengths[utt_index]) - length + 1))
+            chunks.append(self.store.chunk(utt, start, length))
             positions.append((utt, start))
         batch = Batch(
             feats=torch.from_numpy(np.stack(chunks)),
@@ -132,6 +142,16 @@ class ChunkSampler:
             labels=torch.from_numpy(self.labels[utt_indices]),
         )
         return batch, positions
+
+
+@dataclass
+class EpochPlan:
+    """One epoch's chunks: utterance index per chunk, chunk length per batch, start offset (0-1) per chunk."""
+
+    epoch: int
+    order: np.ndarray
+    chunk_lengths: np.ndarray
+    offsets: np.ndarray
 
 
 class SpeakerBalancedSampler(ChunkSampler):
@@ -143,7 +163,7 @@ class SpeakerBalancedSampler(ChunkSampler):
     number of batches per epoch matches the chunk sampler's, so epochs cost the same.
     """
 
-    def __init__(self, store: FeatureStore, utt2label: dict[str, int], *, speakers_per_batch: int,
+    def __init__(self, store: ChunkSource, utt2label: dict[str, int], *, speakers_per_batch: int,
                  utts_per_speaker: int, chunk_frames: tuple[int, int], chunks_per_second: float = 0.0,
                  seed: int = 0):
         super().__init__(store, utt2label, batch_size=speakers_per_batch * utts_per_speaker,

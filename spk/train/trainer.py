@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from spk.data import read_utt2spk
 from spk.experiment import ExperimentConfig
-from spk.feature_store import FeatureStore, pad_batch
+from spk.feature_store import FeatureStore, TrainingDataError, pad_batch
 from spk.features import FeatureConfig
 from spk.losses import LOSSES
 from spk.models import build_embedder
@@ -38,7 +38,7 @@ from spk.models.embedder import SpeakerEmbedder
 from spk.train import distributed
 from spk.train.dataset import ChunkSampler, SpeakerBalancedSampler
 from spk.train.init_from import InitSource, check_init_options, load_init_source, optimizer_groups, prepare_model
-from spk.train.prefetch import Prefetcher
+from spk.train.loader import chunk_source, epoch_batches
 from spk.model_dir import (CONFIG, FINAL_WEIGHTS, GLOBAL_CMVN, SPEAKERS, TrainedModelError, load_weights,
                          resolve_device)
 
@@ -142,15 +142,16 @@ def make_sampler(config: ExperimentConfig, store: FeatureStore, utt2label: dict[
                         oversample=config.speaker_balance == "oversample")
 
 
-def make_augmenter(augmentation, feature_config: FeatureConfig, train_dir: Path, store: FeatureStore, sampler,
+def make_augmenter(augmentation, feature_config: FeatureConfig, train_dir: Path, store, sampler,
                    config: ExperimentConfig):
     """The on-the-fly augmenter of ``augmentation`` for the sampler's utterances, checked against the features."""
     from spk.augment.online import ChunkAugmenter
 
+    preloaded = isinstance(store, FeatureStore) and store.preloaded  # the audio is held in memory if the features are
     augmenter = ChunkAugmenter.build(augmentation, feature_config, train_dir, sampler.utts, seed=config.seed,
-                                     preload=config.preload, global_stats=store.global_stats)
-    if config.preload:
-        augmenter.check_lengths(sampler.utts, store.num_frames)
+                                     preload=preloaded, global_stats=getattr(store, "global_stats", None))
+    if preloaded and augmenter.featurizer is not None:
+        augmenter.featurizer.check_lengths(sampler.utts, store.num_frames)
     kinds = ", ".join(f"{name} {weight:g}" for name, weight in augmentation.kinds()) or "none"
     logger.info("on-the-fly augmentation: probability %g, kinds (weights) %s; SpecAugment %s", augmentation.prob,
                 kinds, f"probability {augmentation.spec_augment.prob:g}" if augmentation.spec_augment else "off")
@@ -185,8 +186,8 @@ def train(exp_dir: Path, config: ExperimentConfig, feature_config: FeatureConfig
             last = number == len(phases)
             # A phase's checkpoints belong to its own config and those of the phases before it,
             # so changing only the fine-tuning options keeps a finished pre-training phase.
-            identity = json.dumps([p.to_dict() for p in phases[:number]], sort_keys=True) \
-                if len(phases) > 1 else json.dumps(config.to_dict(), sort_keys=True)
+            identity = json.dumps([p.identity() for p in phases[:number]], sort_keys=True) \
+                if len(phases) > 1 else json.dumps(config.identity(), sort_keys=True)
             start = init_source if init_weights is None else InitSource.from_weights_file(init_weights)
             run = _Phase(exp_dir=exp_dir if last else exp_dir / "pretrain", config=phase,
                          saved_config=config if last else phase, identity=identity, init_source=start)
@@ -243,15 +244,14 @@ def _train_phase(run: _Phase, feature_config: FeatureConfig, train_dir: Path, va
         run.saved_config.save(exp_dir / CONFIG)
         (exp_dir / SPEAKERS).write_text("".join(s + "\n" for s in speakers))
 
-    store = FeatureStore(str(train_dir / "feats.scp"), feature_config,
-                         cmvn_scp=str(train_dir / "cmvn.scp") if (train_dir / "cmvn.scp").exists() else None,
-                         preload=config.preload)
-    feature_dim = store[store.keys[0]].shape[1]
+    store, global_stats = chunk_source(train_dir, feature_config, preload=config.preload,
+                                       on_the_fly=config.on_the_fly_features, seed=config.seed)
+    feature_dim = store.chunk(store.keys[0], 0, 1).shape[1]
     if feature_dim != feature_config.dim:
         raise ValueError(f"{train_dir}/feats.scp has {feature_dim}-dim features but the feature config "
                          f"gives {feature_config.dim}; pass the feature config the features were made with")
-    if store.global_stats is not None and context.is_main:
-        np.save(exp_dir / GLOBAL_CMVN, store.global_stats)
+    if global_stats is not None and context.is_main:
+        np.save(exp_dir / GLOBAL_CMVN, global_stats)
 
     loss_fn = LOSSES.build(config.loss, config.loss_conf).to(torch_device)
     loss_input = getattr(loss_fn, "input", "logits")
@@ -278,6 +278,7 @@ def _train_phase(run: _Phase, feature_config: FeatureConfig, train_dir: Path, va
     for group in optimizer.param_groups:  # initialised tensors at init_lr_scale times the rate
         group["lr"] *= group.get("lr_scale", 1.0)
     scheduler = _make_scheduler(optimizer, config, steps_per_epoch)
+    precision = Precision(config.precision, torch_device)
 
     position = (1, 0)  # (epoch, batch) to start from
     if checkpoint is not None:
@@ -285,25 +286,29 @@ def _train_phase(run: _Phase, feature_config: FeatureConfig, train_dir: Path, va
         loss_fn.load_state_dict(saved["loss"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
+        if "grad_scaler" in saved:
+            precision.scaler.load_state_dict(saved["grad_scaler"])
         _set_rng_state(saved["rng"])
         position = (saved["epoch"], saved["batch"]) if "batch" in saved else (saved["epoch"] + 1, 0)
         logger.info("resuming from %s at epoch %d, batch %d", checkpoint, *position)
 
     validates = context.is_main  # validation runs on rank 0 only
-    valid = _load_valid(valid_dir, feature_config, store.global_stats, speaker_index) \
+    valid = _load_valid(valid_dir, feature_config, global_stats, speaker_index) \
         if valid_dir and loss_input == "logits" and validates else None
-    trials = _load_valid_trials(valid_trials_dir, feature_config, store.global_stats) \
+    trials = _load_valid_trials(valid_trials_dir, feature_config, global_stats) \
         if valid_trials_dir and validates else None
     train_step = distributed.wrap(distributed.TrainStep(model, loss_fn), context)
     num_params = sum(p.numel() for p in model.parameters())
-    logger.info("training %s: %d speakers, %d utterances, %d batches/epoch, %.2fM parameters, device %s",
-                exp_dir.name, len(speakers), len(sampler.utts), steps_per_epoch, num_params / 1e6, torch_device)
+    logger.info("training %s: %d speakers, %d utterances, %d batches/epoch, %.2fM parameters, device %s, "
+                "%s, %s", exp_dir.name, len(speakers), len(sampler.utts), steps_per_epoch, num_params / 1e6,
+                torch_device, config.precision,
+                f"{config.num_workers} loader processes" if config.num_workers else "batches made by a thread")
 
     last_epoch = position[0] - 1
     with StopRequest() as stop:
         for epoch in range(position[0], config.epochs + 1):
             start_batch = position[1] if epoch == position[0] else 0
-            state = _TrainState(model, loss_fn, optimizer, scheduler, run.identity, speakers)
+            state = _TrainState(model, loss_fn, optimizer, scheduler, run.identity, speakers, precision)
             record = _train_epoch(state, train_step, sampler, epoch, start_batch, config, context, stop,
                                   models_dir / "interrupted.pt")
             last_epoch = epoch
@@ -390,9 +395,9 @@ def average_checkpoints(models_dir: Path, last_epoch: int, count: int) -> dict[s
 class _TrainState:
     """What a checkpoint holds, with the method that writes one."""
 
-    def __init__(self, model, loss_fn, optimizer, scheduler, config_text, speakers):
+    def __init__(self, model, loss_fn, optimizer, scheduler, config_text, speakers, precision: "Precision"):
         self.model, self.loss_fn, self.optimizer, self.scheduler = model, loss_fn, optimizer, scheduler
-        self.config_text, self.speakers = config_text, speakers
+        self.config_text, self.speakers, self.precision = config_text, speakers, precision
 
     def save(self, path: Path, epoch: int, batch: int | None = None) -> None:
         """Write a checkpoint; ``batch`` marks a mid-epoch one (resume at that batch of ``epoch``)."""
@@ -402,6 +407,8 @@ class _TrainState:
                  "speakers": self.speakers}
         if batch is not None:
             state["batch"] = batch
+        if self.precision.scaler.is_enabled():
+            state["grad_scaler"] = self.precision.scaler.state_dict()
         tmp = path.with_suffix(".tmp")
         torch.save(state, tmp)
         tmp.replace(path)  # a checkpoint is either complete or absent
@@ -410,9 +417,10 @@ class _TrainState:
 def _train_epoch(state: _TrainState, train_step, sampler, epoch, start_batch, config, context,
                  stop: StopRequest, interrupted_path: Path) -> dict[str, float]:
     """Train on this process's batches of ``epoch`` from ``start_batch``; the next batches are
-    prepared in a background thread meanwhile."""
+    prepared meanwhile, by a thread or by ``config.num_workers`` loader processes (:mod:`spk.train.loader`)."""
     state.model.train()
-    with Prefetcher(sampler.batches(epoch, start_batch), depth=2, name="batches") as batches:
+    with epoch_batches(sampler, epoch, start_batch, num_workers=config.num_workers,
+                       pin_memory=context.device.type == "cuda") as batches:
         return _run_batches(state, train_step, sampler, batches, epoch, start_batch, config, context, stop,
                             interrupted_path)
 
@@ -427,26 +435,45 @@ def _run_batches(state: _TrainState, train_step, sampler, batches, epoch, start_
     start = time.time()
     progress = tqdm(batches, total=sampler.num_local_batches(), initial=start_batch,
                     desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False, disable=not context.is_main)
-    for batch_number, batch in enumerate(progress, start=start_batch):
+    precision = state.precision
+    batch_number = start_batch
+    batch_iterator = iter(progress)
+    while True:
+        try:
+            batch = next(batch_iterator)
+        except StopIteration:
+            break
+        except TrainingDataError as error:
+            if context.is_main:
+                state.save(interrupted_path, epoch, batch_number)
+            progress.close()
+            raise TrainingDataError(f"{error}. A checkpoint of the {batch_number} batches before it is in "
+                                    f"{interrupted_path}: the rerun resumes there") from None
         if model.head is not None and hasattr(model.head, "set_epoch"):
             model.head.set_epoch(epoch - 1 + batch_number / sampler.num_local_batches())
-        feats, lengths, labels = batch.feats.to(device), batch.lengths.to(device), batch.labels.to(device)
-        loss, logits = train_step(feats, lengths, labels)
+        feats = batch.feats.to(device, non_blocking=True)
+        lengths = batch.lengths.to(device, non_blocking=True)
+        labels = batch.labels.to(device, non_blocking=True)
+        with precision.autocast():
+            loss, logits = train_step(feats, lengths, labels)
         if logits is not None:
             correct += (logits.argmax(dim=1) == labels).sum().item()
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        precision.scaler.scale(loss).backward()
         if config.grad_clip > 0:
+            precision.scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
+        precision.scaler.step(optimizer)
+        precision.scaler.update()
         scheduler.step()
         total_loss += loss.item() * len(labels)
         seen += len(labels)
         frames += int(lengths.sum())
         progress.set_postfix(loss=f"{total_loss / seen:.3f}", **({"acc": f"{correct / seen:.3f}"} if classifies else {}))
+        batch_number += 1
         if distributed.any_true(context, stop.signal_number is not None):
             if context.is_main:
-                state.save(interrupted_path, epoch, batch_number + 1)
+                state.save(interrupted_path, epoch, batch_number)
             progress.close()
             raise TrainingInterrupted(stop.signal_number or signal.SIGTERM, interrupted_path)
     elapsed = time.time() - start
@@ -454,6 +481,35 @@ def _run_batches(state: _TrainState, train_step, sampler, batches, epoch, start_
     if classifies:
         record["train_acc"] = correct / max(1, seen)
     return record
+
+
+class Precision:
+    """The forward pass's number format: autocast to bf16 or fp16 (with a gradient scaler), or plain fp32."""
+
+    def __init__(self, name: str, device: torch.device):
+        self.name = name
+        self.device_type = device.type
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(name)
+        if self.dtype is not None and device.type == "cpu" and not self._cpu_rnn_supports(self.dtype):
+            logger.warning("precision: %s: this CPU's oneDNN cannot run recurrent layers in %s; training in fp32",
+                           name, name)
+            self.name, self.dtype = "fp32", None
+        # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.name == "fp16")
+
+    @staticmethod
+    def _cpu_rnn_supports(dtype: torch.dtype) -> bool:
+        probe = torch.nn.LSTM(2, 2, batch_first=True)
+        try:
+            with torch.autocast("cpu", dtype=dtype):
+                probe(torch.zeros(1, 2, 2))
+        except RuntimeError:
+            return False
+        return True
+
+    def autocast(self):
+        """The context to run the forward pass and the loss in."""
+        return torch.autocast(self.device_type, dtype=self.dtype, enabled=self.dtype is not None)
 
 
 def _load_valid(valid_dir: Path, feature_config, global_stats, speaker_index):
