@@ -12,9 +12,14 @@ What it does, on ``--device cuda`` (default) or ``--device cpu``:
    arks (``preload: false``) by ``num_workers`` loader processes: chunks/s over the
    epochs after the first (the first pays cuDNN set-up), peak GPU memory
    (``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``) and GPU
-   utilisation sampled during training (pynvml or ``nvidia-smi``; null when neither
-   can be read). Each run must end with a lower epoch loss than it started with.
-3. **First losses against the CPU.** The same model config trained with one batch per
+   utilisation sampled every 0.5 s over the whole ``train`` call, set-up and
+   checkpoints included (pynvml or ``nvidia-smi``; null when neither can be read).
+   Each run must end with a lower epoch loss than it started with.
+3. **Embedding.** Embeds 1,000 utterances of 1 to 15 s with
+   :func:`spk.inference.embed_store` on the device (after a warm-up), timed between
+   ``torch.cuda.synchronize`` calls: utterances/s, and the EER of all pairs as a
+   sanity figure.
+4. **First losses against the CPU.** The same model config trained with one batch per
    epoch (a data dir of exactly one batch), so ``train_log.jsonl`` holds each batch's
    loss: the first ``check_steps`` losses on the device, in fp32 and in bf16, against
    the same run on the CPU in fp32, from the same initial weights and batches.
@@ -23,16 +28,15 @@ What it does, on ``--device cuda`` (default) or ``--device cpu``:
    (``torch.backends.cudnn.allow_tf32``, a 10-bit mantissa, about 1e-3 relative per
    product), the AAM scale of 30 magnifies cosine errors, and each Adam step carries
    them into the weights; bf16 5 %: an 8-bit mantissa (about 4e-3 per rounding) in
-   the same places. A wrong device path (labels, masking, gradient scaling, NaN)
-   moves the loss by far more.
-4. **Embedding.** Embeds 1,000 utterances of 1 to 15 s with
-   :func:`spk.inference.embed_store` on the device (after a warm-up), timed between
-   ``torch.cuda.synchronize`` calls: utterances/s, and the EER of all pairs as a
-   sanity figure.
+   the same places. A broken device path (labels, masking, gradient scaling, NaN)
+   would move the loss by far more.
 
 Prints ONE JSON line on stdout (also written to ``--out``); logs go to stderr. Exit
-status 1 when a check fails, 2 on bad usage (``--device cuda`` without a GPU). The
-default sizes finish in a few minutes on one H200; ``--quick`` shrinks everything
+status 1 when a check fails, 2 on bad usage (``--device cuda`` without a GPU). A run
+that raises (say, a kernel missing for bf16) is logged with its traceback and recorded
+as its error and a failed check; the other runs still report. The default sizes are
+meant to finish in a few minutes on one H200 (estimated; not yet run on one);
+``--quick`` shrinks everything
 so the CPU run (the test suite's ``--device cpu --quick``) takes seconds. On a CPU
 whose oneDNN cannot run bf16 recurrent layers the trainer trains the bf16 run in
 fp32 (and says so): the JSON reports the precision that ran.
@@ -106,7 +110,7 @@ class Sizes:
 
 FULL = Sizes(speakers=400, utts_per_speaker=12, utt_frames=(200, 600), hidden_size=512, num_layers=3,
              embedding_dim=256, batch_size=128, chunk_frames=(200, 300), lr=0.001, steps_per_epoch=100, epochs=3,
-             check_speakers=32, check_steps=4, check_chunk_frames=200, embed_utts=1000, embed_frames=(100, 1500))
+             check_speakers=16, check_steps=4, check_chunk_frames=200, embed_utts=1000, embed_frames=(100, 1500))
 QUICK = Sizes(speakers=8, utts_per_speaker=6, utt_frames=(60, 120), hidden_size=32, num_layers=1,
               embedding_dim=16, batch_size=16, chunk_frames=(40, 60), lr=0.01, steps_per_epoch=3, epochs=2,
               check_speakers=4, check_steps=2, check_chunk_frames=40, embed_utts=50, embed_frames=(30, 200))
@@ -421,14 +425,14 @@ def attempt(what: str, function, *args):
 def device_description(device: torch.device) -> dict[str, Any]:
     info = {"device": str(device), "torch": torch.__version__, "cuda": torch.version.cuda,
             "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-            "torch_threads": torch.get_num_threads(), "cpu_cores": os.cpu_count()}
+            "torch_threads": torch.get_num_threads(), "cpu_cores": len(os.sched_getaffinity(0))}
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         info.update(device_name=props.name, gpu_memory_gb=round(props.total_memory / 2**30, 1),
                     cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
                     matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32)
     else:
-        info["device_name"] = f"CPU ({os.cpu_count()} cores)"
+        info["device_name"] = f"CPU ({info['cpu_cores']} cores)"
     return info
 
 
@@ -440,7 +444,7 @@ def run_check(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     if device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())
     num_workers = args.num_workers if args.num_workers is not None \
-        else (2 if args.quick else max(1, min(8, (os.cpu_count() or 2) - 1)))
+        else (2 if args.quick else max(1, min(8, len(os.sched_getaffinity(0)) - 1)))
     record: dict[str, Any] = {"check": "gpu_check", **device_description(device), "quick": args.quick,
                               "num_workers": num_workers, "preload": False, "sizes": asdict(sizes)}
     logger.info("device %s (%s), torch %s, CUDA %s, %d loader processes", device, record["device_name"],
