@@ -69,7 +69,7 @@ def train(config_path, feature_config, train_dir, valid_dir, valid_trials_dir, e
 
     try:
         configure_torch_threads(threads, purpose="training")
-        validate_data_dir(train_dir, need_feats=True)
+        validate_data_dir(train_dir, need_feats=not config.on_the_fly_features)  # on the fly: audio, no feats.scp
         for extra in (valid_dir, valid_trials_dir):
             if extra:
                 validate_data_dir(extra, need_feats=True)
