@@ -35,7 +35,7 @@ from spk.models import build_embedder
 from spk.train import distributed
 from spk.experiment import ExperimentConfig
 from spk.feature_store import FeatureStore
-from spk.train.trainer import StopRequest, _train_epoch, _TrainState, make_augmenter, make_sampler
+from spk.train.trainer import Precision, StopRequest, _train_epoch, _TrainState, make_augmenter, make_sampler
 from trainer_throughput import FirstBatches  # the sibling script (this folder is on sys.path)
 
 def augment_options(sources: Path, prob: float) -> dict:
@@ -89,7 +89,8 @@ def main() -> None:
         model = build_embedder(config.to_dict(), features.dim, len(speakers) if loss_input == "logits" else None)
         optimizer = torch.optim.Adam(list(model.parameters()) + list(loss_fn.parameters()), lr=1e-3)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-        state = _TrainState(model, loss_fn, optimizer, scheduler, "benchmark", speakers)
+        state = _TrainState(model, loss_fn, optimizer, scheduler, "benchmark", speakers,
+                            Precision("fp32", torch.device("cpu")))
         context = distributed.Context()
         train_step = distributed.TrainStep(model, loss_fn)
 

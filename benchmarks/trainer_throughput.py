@@ -27,7 +27,7 @@ from spk.models import build_embedder
 from spk.experiment import ExperimentConfig
 from spk.feature_store import FeatureStore
 from spk.train import distributed
-from spk.train.trainer import StopRequest, _train_epoch, _TrainState, make_sampler
+from spk.train.trainer import Precision, StopRequest, _train_epoch, _TrainState, make_sampler
 
 
 class FirstBatches:
@@ -60,7 +60,7 @@ def main() -> None:
     utt2spk = read_utt2spk(args.data_dir / "utt2spk")
     speakers = sorted(set(utt2spk.values()))
     store = FeatureStore(str(args.data_dir / "feats.scp"), features, cmvn_scp=str(args.data_dir / "cmvn.scp"),
-                         preload=config.preload)
+                         preload=config.preload is not False)
     loss_fn = LOSSES.build(config.loss, config.loss_conf)
     classifies = getattr(loss_fn, "input", "logits") == "logits"
     sampler = make_sampler(config, store, {u: speakers.index(s) for u, s in utt2spk.items()},
@@ -68,7 +68,7 @@ def main() -> None:
     model = build_embedder(config.to_dict(), features.dim, len(speakers) if classifies else None)
     optimizer = torch.optim.Adam(list(model.parameters()) + list(loss_fn.parameters()), lr=1e-3)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    state = _TrainState(model, loss_fn, optimizer, scheduler, "benchmark", speakers)
+    state = _TrainState(model, loss_fn, optimizer, scheduler, "benchmark", speakers, Precision("fp32", torch.device("cpu")))
     context = distributed.Context()
     train_step = distributed.TrainStep(model, loss_fn)
 

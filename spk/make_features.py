@@ -5,7 +5,9 @@ into ``<feat_dir>/raw_<kind>_<set>.<job>.{ark,scp}``, and the parts are merged
 into the data dir only when enough utterances succeeded, so a failed run never
 replaces good feature lists with partial ones. With ``compress`` the feature
 matrices are stored with Kaldi's 8-bit "speech feature" compression (a quarter of
-the float32 size; readers such as ``kaldiio.load_scp`` decompress them).
+the float32 size; readers such as ``kaldiio.load_scp`` decompress them). With
+``lengths_only`` only ``utt2num_frames`` and ``utt2dur`` are written, from the
+decoded audio: what training with on-the-fly features needs, with no feature dump.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ def features_up_to_date(data_dir: Path, config: FeatureConfig) -> bool:
 
 
 def make_features(data_dir: Path, config: FeatureConfig, feat_dir: Path, *, nj: int = 1,
-                  force: bool = False, min_fraction: float = 0.95, compress: bool = False) -> dict[str, int]:
+                  force: bool = False, min_fraction: float = 0.95, compress: bool = False,
+                  lengths_only: bool = False) -> dict[str, int]:
     """Compute features for every utterance of ``data_dir``; returns counts of done and failed.
 
     ``compress`` stores the matrices with Kaldi's compression method 2 (8 bits per value,
@@ -59,7 +62,13 @@ def make_features(data_dir: Path, config: FeatureConfig, feat_dir: Path, *, nj: 
     utterances could be read.
     """
     data_dir, feat_dir = Path(data_dir), Path(feat_dir).absolute()
-    if not force and features_up_to_date(data_dir, config):
+    if lengths_only and config.vad:
+        raise FeatureExtractionError(f"{data_dir}: lengths without features need a feature config without "
+                                     f"energy VAD (VAD decides the number of frames from the features)")
+    if not force and lengths_only and _lengths_up_to_date(data_dir, config):
+        logger.info("%s: utterance lengths are up to date; skipping (use --force to recompute)", data_dir)
+        return {"done": len(dio.read_kv(data_dir / "utt2num_frames")), "failed": 0, "skipped": 1}
+    if not force and not lengths_only and features_up_to_date(data_dir, config):
         logger.info("%s: features are up to date; skipping (use --force to recompute)", data_dir)
         return {"done": len(dio.read_kv(data_dir / "feats.scp")), "failed": 0, "skipped": 1}
     wav_scp = dio.read_kv(data_dir / "wav.scp")
@@ -74,9 +83,10 @@ def make_features(data_dir: Path, config: FeatureConfig, feat_dir: Path, *, nj: 
     name = f"raw_{config.kind}_{data_dir.name}"
     run_id = time.strftime("%Y%m%d%H%M%S") + f"-{os.getpid()}-{time.time_ns() % 10**6:06d}"
     parts = [utts[j::nj] for j in range(nj)]
-    jobs = [(part, wav_scp, segments, config, str(feat_dir / f"{name}.{run_id}.{j + 1}"), j == 0, compress)
-            for j, part in enumerate(parts)]
-    logger.info("%s: computing %s features for %d utterances with %d job(s)%s", data_dir, config.kind, len(utts),
+    jobs = [(part, wav_scp, segments, config, str(feat_dir / f"{name}.{run_id}.{j + 1}"), j == 0, compress,
+             lengths_only) for j, part in enumerate(parts)]
+    what = "lengths (utt2num_frames, utt2dur; no features)" if lengths_only else f"{config.kind} features"
+    logger.info("%s: computing %s for %d utterances with %d job(s)%s", data_dir, what, len(utts),
                 nj, ", stored compressed (Kaldi speech-feature 8-bit)" if compress else "")
     if nj == 1:
         results = [_extract_part(jobs[0])]
@@ -92,17 +102,19 @@ def make_features(data_dir: Path, config: FeatureConfig, feat_dir: Path, *, nj: 
             f"{data_dir}: features for only {done} of {len(utts)} utterances "
             f"(fewer than {min_fraction:.0%}); first failure: {failed[0][1]}. "
             "Fix the audio or drop the utterances (spk data subset) and run again")
-    _merge_parts(data_dir, [p for p, _ in results], config)
-    _remove_old_archives(feat_dir, name, keep=[p for p, _ in results])
+    _merge_parts(data_dir, [p for p, _ in results], config, lengths_only=lengths_only)
+    _remove_old_archives(feat_dir, name, keep=[] if lengths_only else [p for p, _ in results])
     logger.info("%s: features for %d utterances (%d failed) in %s", data_dir, done, len(failed), feat_dir)
     return {"done": done, "failed": len(failed), "skipped": 0}
 
 
 def _extract_part(job) -> tuple[str, list[tuple[str, str]]]:
-    utts, wav_scp, segments, config, prefix, show_progress, compress = job
+    utts, wav_scp, segments, config, prefix, show_progress, compress, lengths_only = job
     reader = AudioReader(wav_scp, segments, target_rate=config.sample_rate)
     failed = []
     torch_threads_guard()
+    if lengths_only:
+        return _lengths_part(reader, utts, config, prefix, show_progress)
     with MatrixArkWriter(f"{prefix}.ark", f"{prefix}.scp", kSpeechFeature if compress else None) as feats_out, \
             kaldiio.WriteHelper(f"ark,scp:{prefix}.cmvn.ark,{prefix}.cmvn.scp") as cmvn_out, \
             open(f"{prefix}.frames", "w") as frames_out:
@@ -118,6 +130,26 @@ def _extract_part(job) -> tuple[str, list[tuple[str, str]]]:
                 continue
             cmvn_out(utt, cmvn_stats(feats_out(utt, feats)))
             frames_out.write(f"{utt} {len(feats)} {len(waveform) / config.sample_rate:.3f}\n")
+    return prefix, failed
+
+
+def _lengths_part(reader: AudioReader, utts: list[str], config: FeatureConfig, prefix: str,
+                  show_progress: bool) -> tuple[str, list[tuple[str, str]]]:
+    """``<prefix>.frames``: frames (Kaldi snip-edges framing of the decoded audio) and seconds per utterance."""
+    shift = int(config.sample_rate * config.frame_shift_ms / 1000)
+    window = int(config.sample_rate * config.frame_length_ms / 1000)
+    failed = []
+    with open(f"{prefix}.frames", "w") as frames_out:
+        for utt in tqdm(utts, desc="lengths", unit="utt", disable=not show_progress):
+            try:
+                samples = len(reader.read(utt))
+            except AudioError as err:
+                failed.append((utt, str(err)))
+                continue
+            if samples < window:
+                failed.append((utt, f"utterance {utt!r} is too short for one frame"))
+                continue
+            frames_out.write(f"{utt} {1 + (samples - window) // shift} {samples / config.sample_rate:.3f}\n")
     return prefix, failed
 
 
@@ -161,19 +193,42 @@ def torch_threads_guard() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
-def _merge_parts(data_dir: Path, prefixes: list[str], config: FeatureConfig) -> None:
+def _merge_parts(data_dir: Path, prefixes: list[str], config: FeatureConfig, *, lengths_only: bool = False) -> None:
     feats, cmvn, frames, durations = {}, {}, {}, {}
     for prefix in prefixes:
-        feats.update(dio.read_kv(Path(prefix + ".scp")))
-        cmvn.update(dio.read_kv(Path(prefix + ".cmvn.scp")))
+        if not lengths_only:
+            feats.update(dio.read_kv(Path(prefix + ".scp")))
+            cmvn.update(dio.read_kv(Path(prefix + ".cmvn.scp")))
         for line in open(prefix + ".frames"):
             utt, num_frames, seconds = line.split()
             frames[utt], durations[utt] = num_frames, seconds
+        if lengths_only:
+            Path(prefix + ".frames").unlink()
+    if lengths_only:
+        dio.write_kv(data_dir / "utt2num_frames", frames)
+        dio.write_kv(data_dir / "utt2dur", durations)
+        (data_dir / "lengths.conf").write_text(_lengths_text(config))
+        return
     dio.write_kv(data_dir / "feats.scp", feats)
     dio.write_kv(data_dir / "cmvn.scp", cmvn)
     dio.write_kv(data_dir / "utt2num_frames", frames)
     dio.write_kv(data_dir / "utt2dur", durations)
     (data_dir / "feats.conf").write_text(_config_text(config))
+
+
+def _lengths_text(config: FeatureConfig) -> str:
+    return f"sample_rate: {config.sample_rate}\nframe_length_ms: {config.frame_length_ms}\n" \
+           f"frame_shift_ms: {config.frame_shift_ms}\n"
+
+
+def _lengths_up_to_date(data_dir: Path, config: FeatureConfig) -> bool:
+    """True when utt2num_frames covers every utterance and was counted with ``config``'s framing after the inputs changed."""
+    frames, marker = data_dir / "utt2num_frames", data_dir / "lengths.conf"
+    if not (frames.exists() and marker.exists()) or marker.read_text() != _lengths_text(config):
+        return False
+    newest_input = max((data_dir / name).stat().st_mtime for name in ("wav.scp", "utt2spk", "segments")
+                       if (data_dir / name).exists())
+    return frames.stat().st_mtime >= newest_input and set(dio.read_kv(frames)) >= set(dio.read_kv(data_dir / "utt2spk"))
 
 
 def _remove_old_archives(feat_dir: Path, name: str, keep: list[str]) -> None:

@@ -18,6 +18,7 @@ test_sets=test               # data/<set> with a trials file, for verification
 ident_sets=                  # data/<set> of held-out utterances of training speakers
 feature_config=conf/fbank.yaml
 compress_feats=false         # stages 1-2: store features with Kaldi's 8-bit compression (true: about 1/4 of the disk)
+train_feats=dump             # stages 1-2: dump the training set's features, or only its lengths (lengths: for configs with on_the_fly_features: true)
 config=conf/lstm_softmax.yaml  # experiment config; exp/<tag> with tag = its file name
 tag=                         # override the experiment tag
 train_overrides=             # stage 3: config overrides, e.g. "epochs=30 chunk_frames=[150,250]" (spk train --set; no spaces in values)
@@ -40,7 +41,7 @@ baseline=true                # also score the no-training MFCC-mean baseline
 force=false                  # redo finished work
 threads=0                    # torch threads for training (0: $SPK_NUM_THREADS, $OMP_NUM_THREADS or the cores this process may use)
 train_nproc=1                # stage 3: >1 trains with torchrun DDP, this many processes (GPUs) on this machine
-spk_option_names="stage stop_stage nj device train_set test_sets ident_sets feature_config compress_feats config tag train_overrides min_frames min_utts valid_per_spk valid_speakers speed_perturb aug_offline aug_sources aug_num embed_chunk embed_overlap backend center score_norm top_n calib_set baseline force threads train_nproc"
+spk_option_names="stage stop_stage nj device train_set test_sets ident_sets feature_config compress_feats train_feats config tag train_overrides min_frames min_utts valid_per_spk valid_speakers speed_perturb aug_offline aug_sources aug_num embed_chunk embed_overlap backend center score_norm top_n calib_set baseline force threads train_nproc"
 
 command_line="$0 $*"
 data_opts=()  # what follows a lone "--": the options of local/data.sh
@@ -67,6 +68,11 @@ case "$compress_feats" in
   false) compress_flag=() ;;
   *) log "error: --compress-feats takes true or false, not '$compress_feats'"; exit 1 ;;
 esac
+case "$train_feats" in
+  dump) train_feats_flag=() ;;
+  lengths) train_feats_flag=(--lengths-only) ;;
+  *) log "error: --train-feats takes dump or lengths, not '$train_feats'"; exit 1 ;;
+esac
 for f in "$feature_config" "$config"; do
   [ -f "$f" ] || { log "error: config file $f does not exist (see conf/)"; exit 1; }
 done
@@ -85,8 +91,16 @@ fi
 current_stage=1
 if stage_active 1; then
   log "stage 1: features ($feature_config)"
-  run spk features --config "$feature_config" --feat-dir "features/$(basename "${feature_config%.*}")" \
-    --nj "$nj" "${force_flag[@]}" "${compress_flag[@]}" data/$train_set $(for s in $test_sets $ident_sets $calib_set; do echo data/$s; done)
+  feature_sets=(data/$train_set)
+  if [ "$train_feats" = lengths ]; then  # the training set's lengths only: its features are made on the fly
+    run spk features --config "$feature_config" --feat-dir "features/$(basename "${feature_config%.*}")" \
+      --nj "$nj" "${force_flag[@]}" --lengths-only data/$train_set
+    feature_sets=()
+  fi
+  for s in $test_sets $ident_sets $calib_set; do feature_sets+=(data/$s); done
+  [ ${#feature_sets[@]} -gt 0 ] && run spk features --config "$feature_config" \
+    --feat-dir "features/$(basename "${feature_config%.*}")" --nj "$nj" "${force_flag[@]}" "${compress_flag[@]}" \
+    "${feature_sets[@]}"
 fi
 
 current_stage=2
@@ -95,7 +109,7 @@ if stage_active 2; then
   # features for each derived dir as it is made; combine then merges them (skipped when up to date)
   derived_features() {
     run spk features --config "$feature_config" --feat-dir "features/$(basename "${feature_config%.*}")" \
-      --nj "$nj" "${force_flag[@]}" "${compress_flag[@]}" "$1"
+      --nj "$nj" "${force_flag[@]}" "${compress_flag[@]}" "${train_feats_flag[@]}" "$1"
   }
   src=$train_set
   if [ "$speed_perturb" = true ]; then
@@ -116,6 +130,12 @@ if stage_active 2; then
   fi
   run spk egs --min-frames "$min_frames" --min-utts "$min_utts" --valid-per-spk "$valid_per_spk" \
     --valid-speakers "$valid_speakers" data/$egs_source "$egs"
+  if [ "$train_feats" = lengths ]; then  # validation reads dumped features: the held-out dirs are small
+    for held_out in "$egs/valid" "$egs/valid_trials"; do
+      [ -d "$held_out" ] && run spk features --config "$feature_config" \
+        --feat-dir "features/$(basename "${feature_config%.*}")" --nj "$nj" --force "${compress_flag[@]}" "$held_out"
+    done
+  fi
 fi
 
 current_stage=3

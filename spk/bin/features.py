@@ -23,13 +23,17 @@ from spk.make_features import FeatureExtractionError, make_features
               help="Store the features with Kaldi's 8-bit speech-feature compression (about a quarter of the "
                    "float32 size, a small loss of precision); up-to-date features are kept as they are "
                    "unless --force [default: float32].")
-def features(data_dirs, config_path, feat_dir, nj, force, compress):
+@click.option("--lengths-only", is_flag=True,
+              help="Write only utt2num_frames and utt2dur (from the decoded audio), no features: for a training "
+                   "set used with on_the_fly_features: true.")
+def features(data_dirs, config_path, feat_dir, nj, force, compress, lengths_only):
     """Compute features for each of DATA_DIRS into FEAT_DIR and write feats.scp, cmvn.scp,
     utt2num_frames and utt2dur into the data dir.  Up-to-date features are skipped."""
     try:
         config = FeatureConfig.from_yaml(config_path) if config_path else FeatureConfig()
         for data_dir in data_dirs:
             validate_data_dir(data_dir)
-            make_features(Path(data_dir), config, Path(feat_dir), nj=nj, force=force, compress=compress)
+            make_features(Path(data_dir), config, Path(feat_dir), nj=nj, force=force, compress=compress,
+                          lengths_only=lengths_only)
     except (DataDirError, FeatureConfigError, FeatureExtractionError) as error:
         raise click.ClickException(str(error)) from None

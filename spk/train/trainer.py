@@ -490,19 +490,19 @@ class Precision:
         self.name = name
         self.device_type = device.type
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(name)
-        if self.dtype is not None and device.type == "cpu" and not self._cpu_rnn_supports(self.dtype):
-            logger.warning("precision: %s: this CPU's oneDNN cannot run recurrent layers in %s; training in fp32",
-                           name, name)
+        if self.dtype is not None and not self._rnn_supports(device, self.dtype):
+            logger.warning("precision: %s: recurrent layers cannot run in %s on %s with this torch build "
+                           "(oneDNN / cuDNN); training in fp32", name, name, device)
             self.name, self.dtype = "fp32", None
         # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.name == "fp16")
 
     @staticmethod
-    def _cpu_rnn_supports(dtype: torch.dtype) -> bool:
-        probe = torch.nn.LSTM(2, 2, batch_first=True)
+    def _rnn_supports(device: torch.device, dtype: torch.dtype) -> bool:
+        probe = torch.nn.LSTM(2, 2, batch_first=True).to(device)
         try:
-            with torch.autocast("cpu", dtype=dtype):
-                probe(torch.zeros(1, 2, 2))
+            with torch.autocast(device.type, dtype=dtype):
+                probe(torch.zeros(1, 2, 2, device=device))[0].sum().backward()
         except RuntimeError:
             return False
         return True
