@@ -284,16 +284,21 @@ def measure(args: argparse.Namespace, work: Path) -> None:
                       "memory_method": TreeMemory.method}
             results.append(record)
             print(json.dumps(record), flush=True)
+            expected = 1 + overrides.get("num_workers", 0)
+            if run["processes"] < expected:
+                print(f"warning: {mode} {hours:g} h: the samples saw {run['processes']} of its {expected} processes "
+                      f"(an epoch too short for {SAMPLE_S:g}-s samples): its memory misses the loader processes; "
+                      f"ask for more --batches", file=sys.stderr, flush=True)
     print_table(results, sorted(args.hours))
 
 
 def print_table(results: list[dict], hours: list[float]) -> None:
     """The runs as a table, then per mode the memory growth from the smallest to the largest set (JSON lines)."""
     print(f"\n{'mode':<12} {'hours':>6} {'utts':>7} {'batches':>7} {'peak RSS MiB':>12} {'peak PSS MiB':>12} "
-          f"{'trainer HWM':>11} {'batches/s':>9} {'epoch s':>8} {'wall s':>7}")
+          f"{'trainer HWM':>11} {'procs':>5} {'batches/s':>9} {'epoch s':>8} {'wall s':>7}")
     for r in results:
         print(f"{r['mode']:<12} {r['hours']:>6g} {r['utterances']:>7} {r['batches']:>7} {r['peak_rss_mib']:>12.0f} "
-              f"{r['peak_pss_mib']:>12.0f} {r['trainer_hwm_mib']:>11.0f} {r['batches_per_s']:>9.2f} "
+              f"{r['peak_pss_mib']:>12.0f} {r['trainer_hwm_mib']:>11.0f} {r['processes']:>5} {r['batches_per_s']:>9.2f} "
               f"{r['epoch_s']:>8.1f} {r['wall_s']:>7.1f}")
     print(f"memory: {TreeMemory.method}")
     if len(hours) < 2:
