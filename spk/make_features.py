@@ -104,7 +104,8 @@ def make_features(data_dir: Path, config: FeatureConfig, feat_dir: Path, *, nj: 
             "Fix the audio or drop the utterances (spk data subset) and run again")
     _merge_parts(data_dir, [p for p, _ in results], config, lengths_only=lengths_only)
     _remove_old_archives(feat_dir, name, keep=[] if lengths_only else [p for p, _ in results])
-    logger.info("%s: features for %d utterances (%d failed) in %s", data_dir, done, len(failed), feat_dir)
+    logger.info("%s: %s for %d utterances (%d failed)%s", data_dir, "lengths" if lengths_only else "features", done,
+                len(failed), "" if lengths_only else f" in {feat_dir}")
     return {"done": done, "failed": len(failed), "skipped": 0}
 
 

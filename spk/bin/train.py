@@ -22,11 +22,12 @@ from spk.experiment import ConfigError, ExperimentConfig
               help="Speakers held out of training, with a trial list, for the validation EER.")
 @click.option("--seed", default=0, show_default=True)
 def egs(src, dst, min_frames, min_utts, valid_per_spk, valid_speakers, seed):
-    """Training examples: write DST/train and DST/valid from the data dir SRC (with features)."""
+    """Training examples: write DST/train and DST/valid from the data dir SRC (with features, or with
+    only utt2num_frames for training with on-the-fly features)."""
     from spk.train.egs import prepare_training_dirs
 
     try:
-        validate_data_dir(src, need_feats=True)
+        validate_data_dir(src)  # the lengths are what egs needs: prepare_training_dirs asks for utt2num_frames
         prepare_training_dirs(Path(src), Path(dst), min_frames=min_frames, min_utts_per_speaker=min_utts,
                               valid_per_speaker=valid_per_spk, valid_speakers=valid_speakers, seed=seed)
     except (DataDirError, DataDirUsageError) as error:
