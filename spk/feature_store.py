@@ -34,17 +34,49 @@ class ChunkSource(Protocol):
         """Normalised float32 frames ``[start, start + length)`` of one utterance."""
 
 
-def scp_entry(scp: str, key: str) -> str:
-    """What ``scp`` says for ``key`` (the file and offset), for error messages; a scan of the file."""
-    try:
-        with open(scp) as handle:
-            for line in handle:
-                fields = line.split(maxsplit=1)
-                if fields and fields[0] == key:
-                    return fields[1].strip() if len(fields) > 1 else ""
-    except OSError:
-        pass
-    return f"(not found in {scp})"
+def _read_scp(scp: str) -> dict[str, str]:
+    entries = {}
+    with open(scp) as handle:
+        for number, line in enumerate(handle, start=1):
+            fields = line.split(maxsplit=1)
+            if len(fields) != 2:
+                if fields:
+                    raise ValueError(f"{scp}, line {number}: expected '<utterance> <ark>:<offset>', got {line!r}")
+                continue
+            entries[fields[0]] = fields[1].strip()
+    return entries
+
+
+# Kaldi binary headers of uncompressed matrices, before their row count: float32 and float64
+_MATRIX_TYPES = {b"\x00BFM \x04": np.dtype("<f4"), b"\x00BDM \x04": np.dtype("<f8")}
+
+
+def _read_rows(entry: str, rows: tuple[int, int]) -> np.ndarray | None:
+    """Rows ``[start, start + length)`` of the uncompressed matrix at ``entry`` ("ark:offset"), reading
+    only them; None for any other entry (compressed, piped, sliced), which is read whole instead."""
+    path, _, offset = entry.rpartition(":")
+    if not path or not offset.isdigit() or path.endswith("|"):
+        return None
+    start, length = rows
+    with open(path, "rb") as handle:
+        handle.seek(int(offset))
+        header = handle.read(15)
+        dtype = _MATRIX_TYPES.get(header[:6])
+        if len(header) < 15 or dtype is None or header[10:11] != b"\x04":
+            return None
+        num_rows = int.from_bytes(header[6:10], "little")
+        num_cols = int.from_bytes(header[11:15], "little")
+        length = max(0, min(length, num_rows - start))
+        handle.seek(start * num_cols * dtype.itemsize, 1)
+        data = handle.read(length * num_cols * dtype.itemsize)
+    whole_rows = len(data) // (num_cols * dtype.itemsize)
+    return np.frombuffer(data, dtype=dtype, count=whole_rows * num_cols).reshape(whole_rows, num_cols).copy()
+
+
+def _read_matrix(entry: str) -> np.ndarray:
+    """The whole matrix at ``entry``: directly when uncompressed, else through kaldiio."""
+    matrix = _read_rows(entry, (0, 2**31))
+    return matrix if matrix is not None else kaldiio.load_mat(entry)
 
 
 class FeatureStore:
@@ -60,25 +92,32 @@ class FeatureStore:
         self.config = feature_config
         self.feats_scp = feats_scp
         self._num_frames = num_frames  # utt2num_frames: lengths without reading the arks
-        self._feats = kaldiio.load_scp(feats_scp)
-        self._cmvn = kaldiio.load_scp(cmvn_scp) if cmvn_scp else None
+        self._entries = _read_scp(feats_scp)  # utterance -> "ark:offset"
+        self._cmvn = _read_scp(cmvn_scp) if cmvn_scp else None  # utterance -> "ark:offset" of its statistics
         self.global_stats = global_stats
         if feature_config.cmvn == "global" and global_stats is None:
             if self._cmvn is None:
                 raise ValueError("global CMVN needs cmvn.scp of the training set")
-            self.global_stats = accumulate_stats(self._cmvn[key] for key in self._cmvn)
-        self.keys = sorted(self._feats.keys())
+            self.global_stats = accumulate_stats(_read_matrix(entry) for entry in self._cmvn.values())
+        self.keys = sorted(self._entries)
         self._cache: dict[str, np.ndarray] | None = None
         if preload:
             self._cache = {key: self._load(key) for key in self.keys}
 
-    def _load(self, key: str) -> np.ndarray:
+    def _load(self, key: str, rows: tuple[int, int] | None = None) -> np.ndarray:
+        """The normalised matrix of ``key``, or only its ``rows`` (start, length): normalising is row by row
+        (stored utterance statistics or global ones), so a slice normalised alone equals the same slice of
+        the normalised matrix."""
         try:
-            utt_stats = self._cmvn[key] if (self._cmvn is not None and key in self._cmvn) else None
-            matrix = np.asarray(self._feats[key], dtype=np.float32)
+            utt_stats = _read_matrix(self._cmvn[key]) if (self._cmvn is not None and key in self._cmvn) else None
+            matrix = _read_rows(self._entries[key], rows) if rows else None
+            if matrix is None:
+                matrix = np.asarray(kaldiio.load_mat(self._entries[key]), dtype=np.float32)
+                if rows:
+                    matrix = matrix[rows[0]:rows[0] + rows[1]]
         except Exception as err:  # noqa: BLE001 - kaldiio raises many kinds (truncated, missing, garbled ark)
             raise TrainingDataError(
-                f"utterance {key!r}: cannot read its features ({scp_entry(self.feats_scp, key)} in "
+                f"utterance {key!r}: cannot read its features ({self._entries.get(key)} in "
                 f"{self.feats_scp}): {type(err).__name__}: {err}. Recompute them (stage 1) or drop the "
                 f"utterance from the data dir") from None
         return normalise(matrix, self.config, utterance_stats=utt_stats, global_stats=self.global_stats)
@@ -99,17 +138,19 @@ class FeatureStore:
             return int(self._num_frames[key])
         if self._cache is not None:
             return len(self._cache[key])
-        return len(self._feats[key])  # normalising never changes the number of frames
+        return len(kaldiio.load_mat(self._entries[key]))  # normalising never changes the number of frames
 
     def chunk(self, key: str, start: int, length: int) -> np.ndarray:
-        """Normalised frames ``[start, start + length)`` of one utterance (a :class:`ChunkSource`)."""
-        matrix = self[key]
-        if start + length > len(matrix):
+        """Normalised frames ``[start, start + length)`` of one utterance (a :class:`ChunkSource`); when not
+        preloaded, only those rows are read where the ark stores the matrix uncompressed."""
+        matrix = self._cache[key][start:start + length] if self._cache is not None else \
+            self._load(key, (start, length))
+        if len(matrix) < length:
             raise TrainingDataError(
-                f"utterance {key!r}: its features ({scp_entry(self.feats_scp, key)} in {self.feats_scp}) have "
-                f"{len(matrix)} frames, fewer than the {self.num_frames(key)} of utt2num_frames; the ark is "
+                f"utterance {key!r}: its features ({self._entries[key]} in {self.feats_scp}) end before frame "
+                f"{start + length} of the {self.num_frames(key)} in utt2num_frames; the ark is "
                 f"truncated or the data dir files disagree. Recompute the features (stage 1)")
-        return matrix[start:start + length]
+        return matrix
 
 
 def pad_batch(matrices: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
