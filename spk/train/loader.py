@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -159,7 +160,13 @@ def epoch_batches(sampler: ChunkSampler, epoch: int, start_batch: int, *, num_wo
     loader = DataLoader(EpochBatches(sampler, epoch, start_batch), batch_size=None, shuffle=False,
                         num_workers=num_workers, pin_memory=pin_memory, worker_init_fn=_init_worker,
                         prefetch_factor=PREFETCH_BATCHES, multiprocessing_context="fork")
-    iterator = iter(loader)
+    # The workers are forked when the iterator starts. Frozen objects are left alone by the children's
+    # garbage collector, which would otherwise write to (and so copy) every page holding the corpus index.
+    gc.freeze()
+    try:
+        iterator = iter(loader)
+    finally:
+        gc.unfreeze()
     try:
         yield (_raise_failures(item) for item in iterator)
     finally:
