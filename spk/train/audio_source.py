@@ -65,6 +65,7 @@ class AudioFeatureSource:
         self.global_stats = global_stats
         self._frames = utterance_frames(data_dir, feature_config)
         self.keys = sorted(self._frames)
+        self._position = {key: i for i, key in enumerate(self.keys)}
         try:
             waves = WaveformStore(data_dir, self.keys, feature_config.sample_rate, preload=False)
             self._featurizer = ChunkFeaturizer(feature_config, waves)
@@ -74,6 +75,14 @@ class AudioFeatureSource:
     def num_frames(self, key: str) -> int:
         """Frames of one utterance, from the data dir's lengths (no audio is read)."""
         return self._frames[key]
+
+    def index_of(self, key: str) -> int:
+        """Position of ``key`` in ``keys``."""
+        return self._position[key]
+
+    def chunk_at(self, index: int, start: int, length: int) -> np.ndarray:
+        """:meth:`chunk` of ``keys[index]``."""
+        return self.chunk(self.keys[index], start, length)
 
     def chunk(self, key: str, start: int, length: int) -> np.ndarray:
         """Normalised features of frames ``[start, start + length)`` of ``key``, computed from its audio."""

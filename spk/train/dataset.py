@@ -55,6 +55,7 @@ class ChunkSampler:
             raise ValueError("no training utterances: feats.scp and utt2spk have no utterance in common")
         self.labels = np.array([utt2label[u] for u in self.utts], dtype=np.int64)
         self.lengths = np.array([store.num_frames(u) for u in self.utts], dtype=np.int64)
+        self.store_rows = np.array([store.index_of(u) for u in self.utts], dtype=np.int64)  # positions in store.keys
         self.batch_size = batch_size
         self.chunk_frames = chunk_frames
         self.seed = seed
@@ -114,8 +115,9 @@ class ChunkSampler:
         """This process's ``local``-th batch of ``plan``'s epoch; the same in any process that asks."""
         b = local * self.world_size + self.rank
         rows = slice(b * self.batch_size, (b + 1) * self.batch_size)
-        batch, chunks = self._cut(plan.order[rows], plan.offsets[rows], int(plan.chunk_lengths[b]))
+        batch, starts = self._cut(plan.order[rows], plan.offsets[rows], int(plan.chunk_lengths[b]))
         if self.augmenter is not None:
+            chunks = [(self.utts[utt_index], start) for utt_index, start in zip(plan.order[rows], starts)]
             batch = self.augmenter(batch, chunks, plan.epoch, b)
         return batch
 
@@ -125,23 +127,22 @@ class ChunkSampler:
         for local in range(start_batch, self.num_local_batches()):
             yield self.batch_at(plan, local)
 
-    def _cut(self, utt_indices: np.ndarray, offsets: np.ndarray,
-             chunk_length: int) -> tuple[Batch, list[tuple[str, int]]]:
+    def _cut(self, utt_indices: np.ndarray, offsets: np.ndarray, chunk_length: int) -> tuple[Batch, list[int]]:
         """One chunk of ``chunk_length`` frames (or the shortest utterance's length) per utterance,
-        with each chunk's ``(utterance, first frame)``."""
+        with each chunk's first frame. Utterances are addressed by number, not by name (see
+        :class:`~spk.feature_store.ChunkSource`)."""
         length = int(min(chunk_length, self.lengths[utt_indices].min()))
-        chunks, positions = [], []
+        chunks, starts = [], []
         for utt_index, offset in zip(utt_indices, offsets):
-            utt = self.utts[utt_index]
             start = int(offset * (int(self.lengths[utt_index]) - length + 1))
-            chunks.append(self.store.chunk(utt, start, length))
-            positions.append((utt, start))
+            chunks.append(self.store.chunk_at(int(self.store_rows[utt_index]), start, length))
+            starts.append(start)
         batch = Batch(
             feats=torch.from_numpy(np.stack(chunks)),
             lengths=torch.full((len(utt_indices),), length, dtype=torch.int64),
             labels=torch.from_numpy(self.labels[utt_indices]),
         )
-        return batch, positions
+        return batch, starts
 
 
 @dataclass

@@ -246,7 +246,7 @@ def _train_phase(run: _Phase, feature_config: FeatureConfig, train_dir: Path, va
 
     store, global_stats = chunk_source(train_dir, feature_config, preload=config.preload,
                                        on_the_fly=config.on_the_fly_features, seed=config.seed)
-    feature_dim = store.chunk(store.keys[0], 0, 1).shape[1]
+    feature_dim = store.chunk_at(0, 0, 1).shape[1]
     if feature_dim != feature_config.dim:
         raise ValueError(f"{train_dir}/feats.scp has {feature_dim}-dim features but the feature config "
                          f"gives {feature_config.dim}; pass the feature config the features were made with")
