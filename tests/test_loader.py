@@ -109,8 +109,8 @@ def broken_copy(audio_dir: Path, tmp_path: Path, victim_index: int) -> tuple[Pat
     return data, victim
 
 
-@pytest.mark.parametrize("num_workers", [0, 2])
-def test_an_unreadable_wav_stops_training_naming_it_and_the_rerun_resumes(audio_dir, tmp_path, num_workers):
+def test_an_unreadable_wav_stops_training_naming_it_and_the_rerun_resumes(audio_dir, tmp_path):
+    num_workers = 2  # the error crosses from a loader process (the thread path raises the same error)
     data, victim = broken_copy(audio_dir, tmp_path, 7)
     wav_scp = DataDir(data).wav_scp()
     good = Path(wav_scp[victim]).read_bytes()

@@ -64,10 +64,17 @@ def stop_after_first_epoch(root: Path, exp: str, signal_number: int, *extra: str
     return subprocess.CompletedProcess(process.args, process.returncode, "", log_path.read_text())
 
 
+# The SIGINT run cuts its batches in 2 loader processes streaming from the ark, in the stopped and in the
+# resumed run: its weights must still equal those of the uninterrupted run, whose batches a thread cut
+# from memory.
+LOADER_WORKERS = ("--set", "num_workers=2", "--set", "preload=false")
+
+
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_resumed_run_matches_uninterrupted(setup, uninterrupted, signal_number):
     exp = f"stopped_{signal.Signals(signal_number).name}"
-    stopped = stop_after_first_epoch(setup, exp, signal_number)
+    extra = LOADER_WORKERS if signal_number == signal.SIGINT else ()
+    stopped = stop_after_first_epoch(setup, exp, signal_number, *extra)
     assert stopped.returncode == -signal.SIGKILL if signal_number == signal.SIGKILL \
         else stopped.returncode == 128 + signal_number, stopped.stderr[-2000:]
     assert not (setup / exp / "models/final.pt").exists()
@@ -76,7 +83,9 @@ def test_resumed_run_matches_uninterrupted(setup, uninterrupted, signal_number):
         assert "run the same command again to resume" in stopped.stderr
         saved = torch.load(setup / exp / "models/interrupted.pt", weights_only=True)
         assert saved["epoch"] >= 2 and saved["batch"] >= 1  # stopped inside epoch 2
-    resumed = subprocess.run(train_command(setup, exp), capture_output=True, text=True, timeout=300)
+    if extra:
+        assert "2 loader processes" in stopped.stderr
+    resumed = subprocess.run(train_command(setup, exp, *extra), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming from" in resumed.stderr
     final = torch.load(setup / exp / "models/final.pt", weights_only=True)["model"]
@@ -85,17 +94,3 @@ def test_resumed_run_matches_uninterrupted(setup, uninterrupted, signal_number):
         assert torch.equal(final[key], uninterrupted[key]), key
     assert not (setup / exp / "models/interrupted.pt").exists()
 
-
-def test_run_with_loader_workers_stopped_and_resumed_matches_the_run_without(setup, uninterrupted):
-    """Batches are cut by 2 loader processes (streamed from the ark) in the stopped and in the resumed
-    run; the weights equal those of the uninterrupted run whose batches a thread cut from memory."""
-    workers = ("--set", "num_workers=2", "--set", "preload=false")
-    stopped = stop_after_first_epoch(setup, "workers", signal.SIGINT, *workers)
-    assert stopped.returncode == 128 + signal.SIGINT, stopped.stderr[-2000:]
-    assert "2 loader processes" in stopped.stderr
-    resumed = subprocess.run(train_command(setup, "workers", *workers), capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resuming from" in resumed.stderr
-    final = torch.load(setup / "workers/models/final.pt", weights_only=True)["model"]
-    for key in uninterrupted:
-        assert torch.equal(final[key], uninterrupted[key]), key
