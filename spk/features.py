@@ -92,6 +92,21 @@ class FeatureConfig:
         """Dimension of the features as stored (with deltas)."""
         return self.base_dim * (self.delta_order + 1)
 
+    @property
+    def window_samples(self) -> int:
+        """Samples in one frame's window."""
+        return int(self.sample_rate * self.frame_length_ms / 1000)
+
+    @property
+    def shift_samples(self) -> int:
+        """Samples between the starts of two frames."""
+        return int(self.sample_rate * self.frame_shift_ms / 1000)
+
+    def frames_in(self, num_samples: int) -> int:
+        """Frames that ``num_samples`` samples give (Kaldi's snip-edges framing), before any VAD."""
+        window = self.window_samples
+        return 0 if num_samples < window else 1 + (num_samples - window) // self.shift_samples
+
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "feature config") -> "FeatureConfig":
         """Build from a mapping; unknown keys and values of the wrong type are errors naming ``source``."""
@@ -180,11 +195,10 @@ def frame_log_energy(waveform: np.ndarray, config: FeatureConfig, block_frames: 
     Frames are formed ``block_frames`` at a time, so an hour of audio needs a few MB, not GBs.
     """
     waveform = np.asarray(waveform)
-    length = int(config.sample_rate * config.frame_length_ms / 1000)
-    shift = int(config.sample_rate * config.frame_shift_ms / 1000)
-    if len(waveform) < length:
+    length, shift = config.window_samples, config.shift_samples
+    num_frames = config.frames_in(len(waveform))
+    if num_frames == 0:
         return np.zeros(0, dtype=np.float32)
-    num_frames = 1 + (len(waveform) - length) // shift
     log_energy = np.empty(num_frames, dtype=np.float32)
     for first in range(0, num_frames, block_frames):
         count = min(block_frames, num_frames - first)

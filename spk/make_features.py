@@ -137,8 +137,6 @@ def _extract_part(job) -> tuple[str, list[tuple[str, str]]]:
 def _lengths_part(reader: AudioReader, utts: list[str], config: FeatureConfig, prefix: str,
                   show_progress: bool) -> tuple[str, list[tuple[str, str]]]:
     """``<prefix>.frames``: frames (Kaldi snip-edges framing of the decoded audio) and seconds per utterance."""
-    shift = int(config.sample_rate * config.frame_shift_ms / 1000)
-    window = int(config.sample_rate * config.frame_length_ms / 1000)
     failed = []
     with open(f"{prefix}.frames", "w") as frames_out:
         for utt in tqdm(utts, desc="lengths", unit="utt", disable=not show_progress):
@@ -147,10 +145,11 @@ def _lengths_part(reader: AudioReader, utts: list[str], config: FeatureConfig, p
             except AudioError as err:
                 failed.append((utt, str(err)))
                 continue
-            if samples < window:
+            frames = config.frames_in(samples)
+            if frames == 0:
                 failed.append((utt, f"utterance {utt!r} is too short for one frame"))
                 continue
-            frames_out.write(f"{utt} {1 + (samples - window) // shift} {samples / config.sample_rate:.3f}\n")
+            frames_out.write(f"{utt} {frames} {samples / config.sample_rate:.3f}\n")
     return prefix, failed
 
 

@@ -147,17 +147,12 @@ class ChunkFeaturizer:
         self.features = feature_config
         self._compute_config = dataclasses.replace(feature_config, dither=0.0)  # dither is added per chunk
         self.waves = waves
-        self.shift = int(feature_config.sample_rate * feature_config.frame_shift_ms / 1000)
-        self.window = int(feature_config.sample_rate * feature_config.frame_length_ms / 1000)
+        self.shift, self.window = feature_config.shift_samples, feature_config.window_samples
         self.context = feature_config.delta_order * feature_config.delta_window
 
     def sample_range(self, first_frame: int, num_frames: int) -> tuple[int, int]:
         """Samples ``[begin, end)`` under frames ``[first_frame, first_frame + num_frames)``."""
         return first_frame * self.shift, (first_frame + num_frames - 1) * self.shift + self.window
-
-    def frames_in(self, num_samples: int) -> int:
-        """Frames that ``num_samples`` samples give (snip-edges framing)."""
-        return 0 if num_samples < self.window else 1 + (num_samples - self.window) // self.shift
 
     def chunk_features(self, utt: str, start: int, length: int, transform=None,
                        rng: np.random.Generator | None = None) -> np.ndarray:
@@ -168,7 +163,7 @@ class ChunkFeaturizer:
         equals the stored feature rows. With ``rng`` and a dithering feature
         config, dither is drawn from ``rng``.
         """
-        total_frames = self.frames_in(self.waves.num_samples(utt))
+        total_frames = self.features.frames_in(self.waves.num_samples(utt))
         if start < 0 or start + length > total_frames:
             raise AugmentError(
                 f"utterance {utt!r}: frames [{start}, {start + length}) are outside its audio's {total_frames} "
@@ -192,7 +187,7 @@ class ChunkFeaturizer:
         """Fail early when the audio does not give the stored number of frames of each utterance."""
         for utt in utts:
             expected = int(num_frames(utt))
-            got = self.frames_in(self.waves.num_samples(utt))
+            got = self.features.frames_in(self.waves.num_samples(utt))
             if got != expected:
                 raise AugmentError(
                     f"utterance {utt!r}: its audio in wav.scp gives {got} frames but feats.scp has {expected}; "

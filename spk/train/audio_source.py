@@ -39,14 +39,9 @@ def utterance_frames(data_dir: Path, feature_config: FeatureConfig) -> dict[str,
         raise TrainingDataError(
             f"{data_dir}: on-the-fly features need the utterance lengths: utt2num_frames or utt2dur "
             f"(`spk features` writes both; most `spk prepare` corpora write utt2dur)")
-    rate = feature_config.sample_rate
-    shift = int(rate * feature_config.frame_shift_ms / 1000)
-    window = int(rate * feature_config.frame_length_ms / 1000)
-    frames = {}
-    for utt, seconds in data.utt2dur().items():
-        samples = int(seconds * rate)
-        frames[utt] = max(0, (samples - window) // shift)  # 1 + ... - 1: utt2dur is rounded
-    return frames
+    # one frame less than the rounded duration gives: never past the end of the audio
+    return {utt: max(0, feature_config.frames_in(int(seconds * feature_config.sample_rate)) - 1)
+            for utt, seconds in data.utt2dur().items()}
 
 
 class AudioFeatureSource:
