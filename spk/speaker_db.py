@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -169,12 +170,7 @@ class SpeakerDB:
         except sqlite3.Error as error:
             raise SpeakerDBError(f"cannot open speaker database {path}: {error}") from None
         try:
-            if fresh:
-                # a new (or empty) file is ours: WAL before the first table, so every process sees WAL
-                connection.execute("PRAGMA journal_mode=WAL")
-            meta = _initialise(connection, path, model if create else None)
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA foreign_keys=ON")
+            meta = _set_up(connection, path, model if create else None, fresh)
         except sqlite3.DatabaseError as error:
             connection.close()
             raise SpeakerDBError(f"{path} is not a usable speaker database ({error}); it was left unchanged. "
@@ -393,3 +389,25 @@ def _read_meta(conn: sqlite3.Connection, path: Path, allow_empty: bool = False) 
         raise SpeakerDBError(f"{path} is an SQLite database but not a speaker database (it has no meta table); "
                              "it was left unchanged. Give a database made by 'spk enroll', or a new path")
     return dict(conn.execute("SELECT key, value FROM meta"))
+
+
+def _set_up(connection: sqlite3.Connection, path: Path, model, fresh: bool):
+    """WAL mode, the tables (when creating) and the meta row, retried while another process holds the lock.
+
+    Switching to WAL takes an exclusive lock and SQLite returns "database is locked" at once,
+    without its busy timeout, when another process is creating the same file at that moment.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            if fresh:
+                # a new (or empty) file is ours: WAL before the first table, so every process sees WAL
+                connection.execute("PRAGMA journal_mode=WAL")
+            meta = _initialise(connection, path, model)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA foreign_keys=ON")
+            return meta
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
