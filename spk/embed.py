@@ -4,27 +4,28 @@ The stored features of the data dir are normalised as the model was trained
 (:func:`feature_store_for`) and embedded by the inference chain
 (:func:`spk.inference.embed_store`): whole utterances, or for long recordings
 fixed-length overlapping chunks whose length-normalised embeddings are averaged.
-``nj`` jobs embed parts of the utterances in parallel processes.
+``nj`` jobs embed parts of the data dir (``split<nj>``) through :mod:`spk.jobs`: processes here or a
+Slurm job array.
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing
+import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import kaldiio
 import numpy as np
-import torch
 
 from spk.data import DataDir
+from spk.data.subset import source_fingerprint, split_data_dir
 from spk.feature_store import FeatureStore
 from spk.inference import Chunking, embed_store
 from spk.model_dir import TrainedModel, final_weights_path, load_trained
+from spk.jobs import ParallelStep, parse_job_command, run_step
 from spk.threads import available_cores as cores_of_this_process
+from spk.threads import configure_torch_threads
 
 logger = logging.getLogger(__name__)
 
@@ -32,27 +33,6 @@ logger = logging.getLogger(__name__)
 # CPU): it pays off only with a lot of speech. On the mini recipe's training set (2 hours,
 # 2-layer LSTM of 128 units, 2 cores) one process took 6.6 s and two 8.3 s.
 SPEECH_SECONDS_PER_JOB = 2 * 3600
-
-
-@dataclass(frozen=True)
-class _EmbedJob:
-    """One worker's share of an extraction: everything it needs, picklable."""
-
-    exp_dir: Path
-    data_dir: Path
-    keys: list[str]
-    device: str
-    chunking: Chunking | None
-    threads: int
-    show_progress: bool
-
-
-def _run_job(job: _EmbedJob) -> np.ndarray:
-    """Embeddings of one job's utterances (rows in the order of ``job.keys``), in a worker process."""
-    torch.set_num_threads(job.threads)
-    trained = load_trained(job.exp_dir, job.device)
-    return embed_store(trained.embedder, feature_store_for(trained, job.data_dir), job.keys, device=job.device,
-                       chunking=job.chunking, show_progress=job.show_progress)
 
 
 def feature_store_for(trained: TrainedModel, data_dir: Path, *, preload: bool = False) -> FeatureStore:
@@ -69,65 +49,74 @@ def available_cores() -> int:
     return cores_of_this_process().cores
 
 
-def embed_in_jobs(exp_dir: Path, data_dir: Path, keys: list[str], *, nj: int, device: str = "cpu",
-                  chunking: Chunking | None = None) -> np.ndarray:
-    """Embeddings of ``keys`` (rows in their order) by ``nj`` worker processes, each over every nj-th key.
-
-    Each worker uses ``max(1, cores // nj)`` torch threads; the first shows progress. Workers are spawned,
-    not forked: a forked child of a process that has run multi-threaded torch
-    (OpenMP) code hangs in its first multi-threaded operation.
-    """
-    threads = max(1, available_cores() // nj)
-    jobs = [_EmbedJob(Path(exp_dir), Path(data_dir), keys[j::nj], device, chunking, threads, j == 0)
-            for j in range(nj)]
-    logger.info("%s: %d jobs with %d torch thread(s) each", data_dir, nj, threads)
-    # an executor, not a Pool: a worker that dies (e.g. out of memory) fails the run instead of hanging it
-    with ProcessPoolExecutor(nj, mp_context=multiprocessing.get_context("spawn")) as executor:
-        parts = list(executor.map(_run_job, jobs))
-    out = np.zeros((len(keys), parts[0].shape[1]), dtype=np.float32)
-    for j, part in enumerate(parts):
-        out[j::nj] = part
-    return out
-
-
 def extract_embeddings(exp_dir: Path, data_dir: Path, out_dir: Path, *, device: str = "cpu",
                        chunk_seconds: float | None = None, chunk_overlap: float = 0.0,
-                       nj: int = 1) -> dict[str, int]:
+                       nj: int = 1, cmd: str | None = None, log_dir: Path | None = None) -> dict[str, int]:
     """Write ``xvector.{ark,scp}`` (per utterance) and ``spk_xvector.{ark,scp}`` (per speaker) to ``out_dir``.
 
     Utterances are embedded whole, or with ``chunk_seconds`` as chunks of that
     length overlapping by ``chunk_overlap`` seconds (frames at the experiment's
     frame shift), averaged per utterance as :func:`embed_store` describes.
-    ``nj`` parallel processes give the same embeddings as one. A speaker's
-    embedding is the mean of its utterances' length-normalised embeddings, the
-    enrollment model when a speaker is enrolled from several utterances.
+    ``nj`` jobs over ``split<nj>`` of the data dir, run through job command ``cmd``
+    (:mod:`spk.jobs`; logs in ``log_dir``, default ``<out_dir>/log``), give the same
+    embeddings as one. A speaker's embedding is the mean of its utterances'
+    length-normalised embeddings, the enrollment model when a speaker is enrolled
+    from several utterances.
     """
     exp_dir, data_dir, out_dir = Path(exp_dir), Path(data_dir), Path(out_dir)
     if nj < 1:
         raise ValueError(f"--nj must be at least 1, not {nj}")
-    final_weights_path(exp_dir)  # stage 4 before stage 3: say so, whatever else is missing
-    trained = load_trained(exp_dir, device if nj == 1 else "cpu")  # workers load their own copy
+    weights = final_weights_path(exp_dir)  # stage 4 before stage 3: say so, whatever else is missing
+    trained = load_trained(exp_dir, "cpu")
     chunking = None
     if chunk_seconds is not None:
         chunking = Chunking.from_seconds(chunk_seconds, chunk_overlap, trained.feature_config.frame_shift_ms)
     started = time.monotonic()
-    store = feature_store_for(trained, data_dir)
-    keys = store.keys
+    keys = feature_store_for(trained, data_dir).keys
     nj = jobs_worth_starting(DataDir(data_dir), nj, len(keys), trained.feature_config.frame_shift_ms)
     mode = f"{chunk_seconds:g} s chunks overlapping by {chunk_overlap:g} s" if chunking else "whole utterances"
     logger.info("%s: embedding %d utterances (%s) with %s", data_dir, len(keys), mode, exp_dir)
-    if nj > 1:
-        embeddings = embed_in_jobs(exp_dir, data_dir, keys, nj=nj, device=device, chunking=chunking)
-    else:
-        embeddings = embed_store(trained.embedder, store, keys, device=device, chunking=chunking)
+    parts = [data_dir] if nj == 1 else split_data_dir(data_dir, nj)
+    work_dir = out_dir / "jobs"
+    weights_stat = weights.stat()
+    step = ParallelStep(
+        name=f"embed_{data_dir.name}", task="embed", num_jobs=nj, work_dir=work_dir,
+        log_dir=Path(log_dir) if log_dir else out_dir / "log",
+        args={"exp_dir": str(exp_dir.absolute()), "parts": [str(part.absolute()) for part in parts],
+              "device": device, "chunk_seconds": chunk_seconds, "chunk_overlap": chunk_overlap,
+              "out": str(work_dir.absolute() / "xvector"),
+              # a retrained model makes every job run again
+              "weights": [str(weights.absolute()), weights_stat.st_size, weights_stat.st_mtime_ns],
+              "sources": source_fingerprint(data_dir)})
+    for job in range(1, nj + 1):  # a job counts as done only while its embeddings are there
+        if not Path(f"{step.args['out']}.{job}.scp").exists():
+            step.marker(job).unlink(missing_ok=True)
+    run_step(step, parse_job_command(cmd), threads_per_job=max(1, available_cores() // nj))
+    embeddings: dict[str, np.ndarray] = {}
+    for job in range(1, nj + 1):
+        embeddings.update(kaldiio.load_scp(f"{step.args['out']}.{job}.scp"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_embeddings(out_dir / "xvector", dict(zip(keys, embeddings)))
+    write_embeddings(out_dir / "xvector", embeddings)
     utt2spk = DataDir(data_dir).utt2spk()
-    speakers = speaker_means(dict(zip(keys, embeddings)), utt2spk)
+    speakers = speaker_means(embeddings, utt2spk)
     write_embeddings(out_dir / "spk_xvector", speakers)
     logger.info("%s: %d utterance and %d speaker embeddings in %s (%.1f s)", data_dir, len(keys), len(speakers),
                 out_dir, time.monotonic() - started)
     return {"utterances": len(keys), "speakers": len(speakers)}
+
+
+def embed_job(args: dict, job: int, num_jobs: int) -> None:
+    """Job ``job`` of an embedding step (task ``embed``): ``<out>.<job>.{ark,scp}`` for its part of the data dir."""
+    configure_torch_threads(0, purpose=f"embedding job {job}")
+    trained = load_trained(Path(args["exp_dir"]), args["device"])
+    chunking = None
+    if args["chunk_seconds"] is not None:
+        chunking = Chunking.from_seconds(args["chunk_seconds"], args["chunk_overlap"],
+                                         trained.feature_config.frame_shift_ms)
+    store = feature_store_for(trained, Path(args["parts"][job - 1]))
+    vectors = embed_store(trained.embedder, store, store.keys, device=args["device"], chunking=chunking,
+                          show_progress=sys.stderr.isatty())
+    write_embeddings(Path(f"{args['out']}.{job}"), dict(zip(store.keys, vectors)))
 
 
 def jobs_worth_starting(data_dir: DataDir, nj: int, num_utterances: int, frame_shift_ms: float) -> int:

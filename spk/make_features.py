@@ -1,7 +1,8 @@
 """Features for a whole data dir: ``feats.scp``, ``cmvn.scp``, ``utt2num_frames``, ``utt2dur``.
 
-The data dir is split into ``nj`` parts, each part is computed by its own process
-into ``<feat_dir>/raw_<kind>_<set>.<job>.{ark,scp}``, and the parts are merged
+The data dir is split into ``nj`` parts (``split<nj>``), each part is computed by its own
+job (:mod:`spk.jobs`: a process here or a Slurm array task) into
+``<feat_dir>/raw_<kind>_<set>.<key>.<job>.{ark,scp}``, and the parts are merged
 into the data dir only when enough utterances succeeded, so a failed run never
 replaces good feature lists with partial ones. With ``compress`` the feature
 matrices are stored with Kaldi's 8-bit "speech feature" compression (a quarter of
@@ -12,11 +13,12 @@ decoded audio: what training with on-the-fly features needs, with no feature dum
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import logging
-import multiprocessing
 import os
-import time
+import sys
 from pathlib import Path
 
 import kaldiio
@@ -27,7 +29,9 @@ from tqdm import tqdm
 
 from spk.audio import AudioError, AudioReader
 from spk.data import io as dio
+from spk.data.subset import source_fingerprint, split_data_dir
 from spk.features import FeatureConfig, cmvn_stats, compute_features
+from spk.jobs import ParallelStep, parse_job_command, run_step
 
 logger = logging.getLogger(__name__)
 
@@ -51,13 +55,17 @@ def features_up_to_date(data_dir: Path, config: FeatureConfig) -> bool:
 
 def make_features(data_dir: Path, config: FeatureConfig, feat_dir: Path, *, nj: int = 1,
                   force: bool = False, min_fraction: float = 0.95, compress: bool = False,
-                  lengths_only: bool = False) -> dict[str, int]:
+                  lengths_only: bool = False, cmd: str | None = None,
+                  log_dir: Path | None = None) -> dict[str, int]:
     """Compute features for every utterance of ``data_dir``; returns counts of done and failed.
 
     ``compress`` stores the matrices with Kaldi's compression method 2 (8 bits per value,
     piecewise linear between per-column percentiles); the CMVN statistics are then those
     of the decompressed values, as Kaldi computes them from compressed features.
-    Skips the work when :func:`features_up_to_date` (unless ``force``), compressed or not.  Raises
+    Skips the work when :func:`features_up_to_date` (unless ``force``), compressed or not.
+    The ``nj`` jobs (over ``split<nj>`` of the data dir) run through job command ``cmd``
+    (``local`` when None, or ``slurm ...``: :mod:`spk.jobs`), logs in ``log_dir``
+    (default ``<feat_dir>/log``); a rerun runs only the jobs not done.  Raises
     :class:`FeatureExtractionError` when fewer than ``min_fraction`` of the
     utterances could be read.
     """
@@ -71,42 +79,82 @@ def make_features(data_dir: Path, config: FeatureConfig, feat_dir: Path, *, nj: 
     if not force and not lengths_only and features_up_to_date(data_dir, config):
         logger.info("%s: features are up to date; skipping (use --force to recompute)", data_dir)
         return {"done": len(dio.read_kv(data_dir / "feats.scp")), "failed": 0, "skipped": 1}
-    wav_scp = dio.read_kv(data_dir / "wav.scp")
-    segments = dio.read_segments(data_dir / "segments") if (data_dir / "segments").exists() else None
     utts = sorted(dio.read_kv(data_dir / "utt2spk"))
     if not utts:
         raise FeatureExtractionError(f"{data_dir}/utt2spk lists no utterances")
     nj = max(1, min(nj, len(utts)))
     feat_dir.mkdir(parents=True, exist_ok=True)
-    # A new run writes new archives: the ones the current feats.scp points to stay
-    # intact until the new lists replace it, so a failed run loses nothing.
-    name = f"raw_{config.kind}_{data_dir.name}"
-    run_id = time.strftime("%Y%m%d%H%M%S") + f"-{os.getpid()}-{time.time_ns() % 10**6:06d}"
-    parts = [utts[j::nj] for j in range(nj)]
-    jobs = [(part, wav_scp, segments, config, str(feat_dir / f"{name}.{run_id}.{j + 1}"), j == 0, compress,
-             lengths_only) for j, part in enumerate(parts)]
+    parts = [data_dir] if nj == 1 else split_data_dir(data_dir, nj)
+    # Archives are named after what they are made from: a run with other inputs writes new
+    # ones, and those the current feats.scp points to stay intact until the new lists replace
+    # it, so a failed run loses nothing; a rerun with the same inputs reuses the finished jobs.
+    base = f"raw_{config.kind}_{data_dir.name}"
+    key = _inputs_key(data_dir, config, nj, compress, lengths_only)
+    step = ParallelStep(
+        name=f"{'lengths' if lengths_only else 'make_' + config.kind}_{data_dir.name}", task="features",
+        args={"parts": [str(part.absolute()) for part in parts], "config": config.to_dict(),
+              "prefix": str(feat_dir / f"{base}.{key}"), "compress": compress, "lengths_only": lengths_only},
+        num_jobs=nj, work_dir=feat_dir, log_dir=Path(log_dir) if log_dir else feat_dir / "log")
+    for job in range(1, nj + 1):  # a job counts as done only while its outputs are there
+        if force or not Path(f"{step.args['prefix']}.{job}.frames").exists():
+            step.marker(job).unlink(missing_ok=True)
     what = "lengths (utt2num_frames, utt2dur; no features)" if lengths_only else f"{config.kind} features"
     logger.info("%s: computing %s for %d utterances with %d job(s)%s", data_dir, what, len(utts),
                 nj, ", stored compressed (Kaldi speech-feature 8-bit)" if compress else "")
-    if nj == 1:
-        results = [_extract_part(jobs[0])]
-    else:
-        with multiprocessing.get_context("fork").Pool(nj) as pool:
-            results = pool.map(_extract_part, jobs)
-    failed = [f for _, part_failed in results for f in part_failed]
+    run_step(step, parse_job_command(cmd))
+    prefixes = [f"{step.args['prefix']}.{job}" for job in range(1, nj + 1)]
+    failures = {job: _read_failures(prefix) for job, prefix in enumerate(prefixes, start=1)}
+    failed = [failure for job_failures in failures.values() for failure in job_failures]
     done = len(utts) - len(failed)
     for utt, message in failed[:10]:
         logger.warning("no features for %s: %s", utt, message)
     if done < min_fraction * len(utts):
+        jobs_with_failures = [job for job, job_failures in failures.items() if job_failures]
+        for job in jobs_with_failures:  # so that a rerun, after the audio is fixed, runs these jobs again
+            step.marker(job).unlink(missing_ok=True)
+        logs = "; ".join(f"job {job}: {step.log(job)}" for job in jobs_with_failures) if nj > 1 else ""
         raise FeatureExtractionError(
             f"{data_dir}: features for only {done} of {len(utts)} utterances "
             f"(fewer than {min_fraction:.0%}); first failure: {failed[0][1]}. "
-            "Fix the audio or drop the utterances (spk data subset) and run again")
-    _merge_parts(data_dir, [p for p, _ in results], config, lengths_only=lengths_only)
-    _remove_old_archives(feat_dir, name, keep=[] if lengths_only else [p for p, _ in results])
+            + (f"The failures are in the logs of {logs}. " if logs else "")
+            + "Fix the audio or drop the utterances (spk data subset) and run again")
+    _merge_parts(data_dir, prefixes, config, lengths_only=lengths_only)
+    _remove_old_archives(feat_dir, base, keep=[] if lengths_only else prefixes)
     logger.info("%s: %s for %d utterances (%d failed)%s", data_dir, "lengths" if lengths_only else "features", done,
                 len(failed), "" if lengths_only else f" in {feat_dir}")
     return {"done": done, "failed": len(failed), "skipped": 0}
+
+
+def features_job(args: dict, job: int, num_jobs: int) -> None:
+    """Job ``job`` of a feature step (task ``features``): the features (or lengths) of its part of the data dir.
+
+    Writes ``<prefix>.<job>.{ark,scp,cmvn.ark,cmvn.scp,frames}`` and ``<prefix>.<job>.failed``
+    (the utterances that could not be read, with why); those are not errors of the job.
+    """
+    part = Path(args["parts"][job - 1])
+    config = FeatureConfig.from_dict(args["config"])
+    prefix = f"{args['prefix']}.{job}"
+    segments = dio.read_segments(part / "segments") if (part / "segments").exists() else None
+    utts = sorted(dio.read_kv(part / "utt2spk"))
+    _, failed = _extract_part((utts, dio.read_kv(part / "wav.scp"), segments, config, prefix, sys.stderr.isatty(),
+                               args["compress"], args["lengths_only"]))
+    with open(f"{prefix}.failed", "w") as out:
+        out.writelines(f"{utt}\t{message}\n" for utt, message in failed)
+    for utt, message in failed:
+        logger.warning("no features for %s: %s", utt, message)
+    logger.info("%s: %d of %d utterances done", part, len(utts) - len(failed), len(utts))
+
+
+def _read_failures(prefix: str) -> list[tuple[str, str]]:
+    with open(f"{prefix}.failed") as handle:
+        return [tuple(line.rstrip("\n").split("\t", 1)) for line in handle if line.strip()]
+
+
+def _inputs_key(data_dir: Path, config: FeatureConfig, nj: int, compress: bool, lengths_only: bool) -> str:
+    """A short hash of what the archives are made from: the data dir's files, the config and the options."""
+    text = json.dumps({"sources": source_fingerprint(data_dir), "config": config.to_dict(), "nj": nj,
+                       "compress": compress, "lengths_only": lengths_only}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
 def _extract_part(job) -> tuple[str, list[tuple[str, str]]]:

@@ -5,7 +5,8 @@ The first of these that is set decides:
 1. an explicit request (``--threads N`` of ``spk train``);
 2. the environment variable ``SPK_NUM_THREADS``;
 3. ``OMP_NUM_THREADS`` (torch's own setting; ``torchrun`` sets it to 1 for several processes);
-4. the CPU cores this process may use: its CPU affinity, capped by the cgroup CPU quota of a
+4. ``SLURM_CPUS_PER_TASK``, in a Slurm job that asked for ``--cpus-per-task``;
+5. the CPU cores this process may use: its CPU affinity, capped by the cgroup CPU quota of a
    container or a systemd slice (cgroup v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``/``cpu.cfs_period_us``).
 
 More threads than cores make every thread wait for the others: under contention a batch took
@@ -82,7 +83,7 @@ def choose_thread_count(requested: int = 0, environ: dict[str, str] | None = Non
     if requested > 0:
         return requested, "--threads"
     environ = os.environ if environ is None else environ
-    for name in (ENV_VAR, "OMP_NUM_THREADS"):
+    for name in (ENV_VAR, "OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK"):
         value = environ.get(name, "").strip()
         if value:
             return _positive_int(value.split(",")[0] if name == "OMP_NUM_THREADS" else value, name), name

@@ -9,9 +9,17 @@
 # model) unless --force true. Starting at stage 3 (--stage 3) retrains even when a trained model exists.
 set -euo pipefail
 
+# Where parallel jobs run (Kaldi's cmd.sh): the recipe's cmd.sh sets cpu_cmd and gpu_cmd, and --cmd
+# and --gpu-cmd override them: "local" (processes here) or "slurm [sbatch options]" (job arrays).
+cpu_cmd=local
+gpu_cmd=local
+[ -f ./cmd.sh ] && . ./cmd.sh
+
 stage=0                      # first stage to run
 stop_stage=6                 # last stage to run
-nj=2                         # parallel jobs for data prep, features and embeddings
+nj=2                         # parallel jobs for data prep, features, augmentation and embeddings
+cmd=$cpu_cmd                 # job command of those jobs: local, or "slurm [sbatch options]" (default: cmd.sh's cpu_cmd)
+# gpu_cmd                    # job command of GPU work: stage 4 with --device cuda (default: cmd.sh's gpu_cmd)
 device=cpu                   # cpu, cuda or auto (training and embeddings)
 train_set=train              # data/<train_set>: training speakers
 test_sets=test               # data/<set> with a trials file, for verification
@@ -41,7 +49,7 @@ baseline=true                # also score the no-training MFCC-mean baseline
 force=false                  # redo finished work
 threads=0                    # torch threads for training (0: $SPK_NUM_THREADS, $OMP_NUM_THREADS or the cores this process may use)
 train_nproc=1                # stage 3: >1 trains with torchrun DDP, this many processes (GPUs) on this machine
-spk_option_names="stage stop_stage nj device train_set test_sets ident_sets feature_config compress_feats train_feats config tag train_overrides min_frames min_utts valid_per_spk valid_speakers speed_perturb aug_offline aug_sources aug_num embed_chunk embed_overlap backend center score_norm top_n calib_set baseline force threads train_nproc"
+spk_option_names="stage stop_stage nj cmd gpu_cmd device train_set test_sets ident_sets feature_config compress_feats train_feats config tag train_overrides min_frames min_utts valid_per_spk valid_speakers speed_perturb aug_offline aug_sources aug_num embed_chunk embed_overlap backend center score_norm top_n calib_set baseline force threads train_nproc"
 
 command_line="$0 $*"
 data_opts=()  # what follows a lone "--": the options of local/data.sh
@@ -63,6 +71,8 @@ egs_source=$train_set
 [ -n "$aug_offline" ] && egs_source=${egs_source}_combined
 egs=data/${egs_source}_egs
 force_flag=(); [ "$force" = true ] && force_flag=(--force)
+cmd_opts=(--cmd "$cmd")  # each parallel step of stages 1 and 2 through the CPU job command
+export SPK_CMD=$cmd      # for local/data.sh (stage 0)
 case "$compress_feats" in
   true) compress_flag=(--compress) ;;
   false) compress_flag=() ;;
@@ -94,13 +104,13 @@ if stage_active 1; then
   feature_sets=(data/$train_set)
   if [ "$train_feats" = lengths ]; then  # the training set's lengths only: its features are made on the fly
     run spk features --config "$feature_config" --feat-dir "features/$(basename "${feature_config%.*}")" \
-      --nj "$nj" "${force_flag[@]}" --lengths-only data/$train_set
+      --nj "$nj" "${cmd_opts[@]}" --log-dir exp/make_features/log "${force_flag[@]}" --lengths-only data/$train_set
     feature_sets=()
   fi
   for s in $test_sets $ident_sets $calib_set; do feature_sets+=(data/$s); done
   [ ${#feature_sets[@]} -gt 0 ] && run spk features --config "$feature_config" \
-    --feat-dir "features/$(basename "${feature_config%.*}")" --nj "$nj" "${force_flag[@]}" "${compress_flag[@]}" \
-    "${feature_sets[@]}"
+    --feat-dir "features/$(basename "${feature_config%.*}")" --nj "$nj" "${cmd_opts[@]}" \
+    --log-dir exp/make_features/log "${force_flag[@]}" "${compress_flag[@]}" "${feature_sets[@]}"
 fi
 
 current_stage=2
@@ -109,11 +119,13 @@ if stage_active 2; then
   # features for each derived dir as it is made; combine then merges them (skipped when up to date)
   derived_features() {
     run spk features --config "$feature_config" --feat-dir "features/$(basename "${feature_config%.*}")" \
-      --nj "$nj" "${force_flag[@]}" "${compress_flag[@]}" "${train_feats_flag[@]}" "$1"
+      --nj "$nj" "${cmd_opts[@]}" --log-dir exp/make_features/log "${force_flag[@]}" "${compress_flag[@]}" \
+      "${train_feats_flag[@]}" "$1"
   }
   src=$train_set
   if [ "$speed_perturb" = true ]; then
-    run spk augment speed --src data/$src --out data/${src}_sp --factors 0.9,1.0,1.1 --nj "$nj" "${force_flag[@]}"
+    run spk augment speed --src data/$src --out data/${src}_sp --factors 0.9,1.0,1.1 --nj "$nj" \
+      "${cmd_opts[@]}" --log-dir exp/augment/log "${force_flag[@]}"
     src=${src}_sp
     derived_features data/$src
   fi
@@ -121,7 +133,7 @@ if stage_active 2; then
     [ -n "$aug_sources" ] || { log "error: --aug-offline needs --aug-sources (a folder made by 'spk augment sources')"; exit 1; }
     num_opt=(); [ "$aug_num" != 0 ] && num_opt=(--num-aug "$aug_num")
     run spk augment data --src data/$src --out data/${src}_aug --kinds "$aug_offline" --sources "$aug_sources" \
-      --nj "$nj" "${force_flag[@]}"
+      --nj "$nj" "${cmd_opts[@]}" --log-dir exp/augment/log "${force_flag[@]}"
     derived_features data/${src}_aug
     run spk augment combine --clean data/$src --aug data/${src}_aug "${num_opt[@]}" --out data/${src}_combined \
       "${force_flag[@]}"
@@ -133,7 +145,8 @@ if stage_active 2; then
   if [ "$train_feats" = lengths ]; then  # validation reads dumped features: the held-out dirs are small
     for held_out in "$egs/valid" "$egs/valid_trials"; do
       [ -d "$held_out" ] && run spk features --config "$feature_config" \
-        --feat-dir "features/$(basename "${feature_config%.*}")" --nj "$nj" --force "${compress_flag[@]}" "$held_out"
+        --feat-dir "features/$(basename "${feature_config%.*}")" --nj "$nj" "${cmd_opts[@]}" \
+        --log-dir exp/make_features/log --force "${compress_flag[@]}" "$held_out"
     done
   fi
 fi
@@ -167,9 +180,10 @@ if stage_active 4; then
                  echo "$s"; done | awk '!seen[$0]++')  # each set once
   chunk_opt=()
   [ "$embed_chunk" != 0 ] && chunk_opt=(--chunk-seconds "$embed_chunk" --chunk-overlap "$embed_overlap")
+  embed_cmd=$cmd; [ "$device" = cuda ] && embed_cmd=$gpu_cmd
   for s in $embed_sets; do
     run spk embed --exp-dir "$exp" --data-dir data/$s --out-dir "$exp/embeddings/$s" --device "$device" \
-      --nj "$nj" "${chunk_opt[@]}"
+      --nj "$nj" --cmd "$embed_cmd" "${chunk_opt[@]}"
   done
   if [ "$baseline" = true ]; then
     for s in $test_sets; do

@@ -209,14 +209,14 @@ def test_too_little_speech_is_embedded_in_one_process(tmp_path, trained, long_di
     with caplog.at_level(logging.INFO, logger="spk"):
         extract_embeddings(trained, long_dir, tmp_path / "out", nj=3)
     assert "1 job(s), not 3" in caplog.text
-    assert "jobs with" not in caplog.text
+    assert "job(s) through" not in caplog.text
 
 
 def test_parallel_jobs_give_the_same_embeddings(tmp_path, trained, long_dir, caplog, jobs_for_any_speech):
     extract_embeddings(trained, long_dir, tmp_path / "nj1")
     with caplog.at_level(logging.INFO, logger="spk"):
         extract_embeddings(trained, long_dir, tmp_path / "nj3", nj=3)
-    assert "3 jobs with" in caplog.text  # really ran worker processes
+    assert "3 job(s) through" in caplog.text  # really ran job processes
     assert_same_embeddings(tmp_path / "nj1", tmp_path / "nj3")
 
 

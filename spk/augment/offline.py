@@ -50,11 +50,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 import os
 import shutil
+import sys
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,6 +85,7 @@ from spk.data import (
 )
 from spk.data.combine import INFO_NAME
 from spk.data.derived import check_new_place, check_replaceable, fingerprint, read_info, stage_and_move
+from spk.jobs import ParallelStep, parse_job_command, run_step
 
 __all__ = ["augment_data_dir", "speed_perturb_data_dir"]
 
@@ -199,40 +201,78 @@ def _wav_path(job: _Job) -> str:
     return f"wav/{job.speaker}/{job.utt}.wav"
 
 
-_WORKER: dict = {}
+# --- the copies as parallel jobs (spk.jobs) ----------------------------------------------------------
 
 
-def _init_worker(settings: _Settings) -> None:
-    _WORKER["settings"] = settings
-    _WORKER["reader"] = AudioReader(settings.src_wav_scp, settings.src_segments)
+def _run_all(jobs: list[_Job], src: Path, out: Path, options: dict, dirs: dict[str, list[Path]], snrs: dict,
+             babble_talkers: tuple[int, int], seed: int, nj: int, cmd: str | None,
+             log_dir: Path | None, force: bool) -> tuple[Path, list[tuple[str, float, str]]]:
+    """Make every copy of ``jobs`` in ``nj`` jobs (:mod:`spk.jobs`); return the work folder and the results.
+
+    The jobs write into a work folder beside ``out`` named after ``options``: a rerun with
+    the same options runs only the jobs that did not finish. Results are in plan order.
+    """
+    nj = max(1, min(nj, len(jobs)))
+    key = hashlib.sha256(json.dumps([options, nj], sort_keys=True).encode()).hexdigest()[:10]
+    work = out.parent.absolute() / f".{out.name}.jobs-{key}"
+    if force:
+        shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    plan = "".join(f"{job.utt}\t{job.speaker}\t{job.source_utt}\t{','.join(job.kinds)}\t{job.factor!r}\n"
+                   for job in jobs)
+    if not (work / "plan.tsv").is_file() or (work / "plan.tsv").read_text() != plan:
+        (work / "plan.tsv").write_text(plan)
+    step = ParallelStep(
+        name=f"{'speed' if options['command'] == 'speed' else 'augment'}_{out.name}", task="augment", num_jobs=nj,
+        work_dir=work, log_dir=Path(log_dir) if log_dir else work / "log",
+        args={"src": str(src.absolute()), "work": str(work), "plan_sha256": hashlib.sha256(plan.encode()).hexdigest(),
+              "sources": {kind: [str(p.absolute()) for p in paths] for kind, paths in dirs.items()},
+              "snrs": {kind: list(r) for kind, r in snrs.items()}, "babble_talkers": list(babble_talkers),
+              "seed": seed})
+    run_step(step, parse_job_command(cmd))
+    results = []
+    for job in range(1, nj + 1):
+        with open(work / f"results.{job}.tsv") as handle:
+            results += [(utt, float(seconds), note) for utt, seconds, note in
+                        (line.rstrip("\n").split("\t") for line in handle)]
+    return work, results
 
 
-def _run_chunk(jobs: list[_Job]) -> list[tuple[str, float, str]]:
-    return [_run_job(job, _WORKER["reader"], _WORKER["settings"]) for job in jobs]
+def augment_job(args: dict, job: int, num_jobs: int) -> None:
+    """Job ``job`` of an augmentation or speed step (task ``augment``): its share of the plan's copies.
 
-
-def _run_all(jobs: list[_Job], settings: _Settings, nj: int, desc: str) -> list[tuple[str, float, str]]:
-    """Run ``jobs`` in ``nj`` processes (in this one for 1), with a progress bar; results in job order."""
+    Writes the wavs into the work folder and ``results.<job>.tsv`` (id, seconds, what was done).
+    """
     from tqdm import tqdm
 
-    chunk = max(1, min(64, len(jobs) // (nj * 8) or 1))
-    chunks = [jobs[i:i + chunk] for i in range(0, len(jobs), chunk)]
-    results = []
-    with tqdm(total=len(jobs), desc=desc, unit="utt", disable=None) as bar:
-        if nj == 1:
-            _init_worker(settings)
-            try:
-                for part in chunks:
-                    results += _run_chunk(part)
-                    bar.update(len(part))
-            finally:
-                _WORKER.clear()
-            return results
-        with ProcessPoolExecutor(max_workers=nj, initializer=_init_worker, initargs=(settings,)) as pool:
-            for part, done in zip(chunks, pool.map(_run_chunk, chunks)):
-                results += done
-                bar.update(len(part))
-    return results
+    work = Path(args["work"])
+    with open(work / "plan.tsv") as handle:
+        plan = [line.rstrip("\n").split("\t") for line in handle]
+    cut = np.linspace(0, len(plan), num_jobs + 1).round().astype(int)
+    mine = [_Job(utt, speaker, source, tuple(k for k in kinds.split(",") if k), float(factor))
+            for utt, speaker, source, kinds, factor in plan[cut[job - 1]:cut[job]]]
+    loaded = _load_sources(args["sources"])
+    settings = _settings_for(Path(args["src"]), loaded, {k: tuple(v) for k, v in args["snrs"].items()},
+                             tuple(args["babble_talkers"]), args["seed"], work)
+    reader = AudioReader(settings.src_wav_scp, settings.src_segments)
+    results = [_run_job(one, reader, settings)
+               for one in tqdm(mine, desc=f"copies of job {job}", unit="utt", disable=not sys.stderr.isatty())]
+    tmp = work / f"results.{job}.tmp"
+    tmp.write_text("".join(f"{utt}\t{seconds!r}\t{note}\n" for utt, seconds, note in results))
+    tmp.replace(work / f"results.{job}.tsv")
+    logger.info("job %d: %d copies written", job, len(results))
+
+
+def _load_sources(dirs: Mapping[str, Sequence[str | os.PathLike]]) -> dict[str, SourceSet]:
+    """The source sets of each kind (impulse responses: the first channel; noises: the channel mean)."""
+    return {kind: SourceSet(paths, f"{kind} sources", rate=RATE, channel=0 if kind == "reverb" else "mean",
+                            keep=RIR_KEEP if kind == "reverb" else 0) for kind, paths in dirs.items()}
+
+
+def _move_copies(work: Path, staging: Path) -> None:
+    """The jobs' wavs into the folder being built (a rename: the same file system)."""
+    if (work / "wav").is_dir():
+        (work / "wav").rename(staging / "wav")
 
 
 # --- writing a data dir of copies ------------------------------------------------------------------
@@ -289,9 +329,12 @@ def _check_replaceable(out: Path) -> None:
     check_replaceable(out, INFO_NAME, "spk augment", AugmentError)
 
 
-def _stage_and_move(out: Path, options: dict, build) -> DataDirSummary:
-    """Run ``build(staging)`` in a fresh folder beside ``out``, then put it at ``out`` (replacing any old one)."""
+def _stage_and_move(out: Path, options: dict, build, work: Path) -> DataDirSummary:
+    """Run ``build(staging)`` in a fresh folder beside ``out``, then put it at ``out`` (replacing any old one);
+    the jobs' work folders beside ``out`` are removed then."""
     stage_and_move(out, options, build, INFO_NAME)
+    for old in out.parent.glob(f".{out.name}.jobs-*"):
+        shutil.rmtree(old, ignore_errors=True)
     summary = validate_data_dir(out)
     logger.info("wrote %s", summary)
     return summary
@@ -308,7 +351,7 @@ def augment_data_dir(src: str | os.PathLike, out: str | os.PathLike, *, kinds: S
                      snrs: Mapping[str, tuple[float, float]] | None = None,
                      babble_talkers: tuple[int, int] = DEFAULT_BABBLE_TALKERS, seed: int = 0,
                      num: int | None = None, chain: bool = False, keep_ids: bool = False, nj: int = 1,
-                     force: bool = False) -> DataDirSummary:
+                     force: bool = False, cmd: str | None = None, log_dir: Path | None = None) -> DataDirSummary:
     """Write augmented copies of data dir ``src`` to ``out`` (see the module docstring); return its summary.
 
     ``sources`` is a folder made by ``spk augment sources`` (``rirs/``, ``noise/``,
@@ -340,8 +383,7 @@ def augment_data_dir(src: str | os.PathLike, out: str | os.PathLike, *, kinds: S
     if not force and read_info(out, INFO_NAME) == options:
         logger.info("%s: already made from %s with these options; keeping it (force to redo)", out, src)
         return validate_data_dir(out)
-    loaded = {kind: SourceSet(paths, f"{kind} sources", rate=RATE, channel=0 if kind == "reverb" else "mean",
-                                keep=RIR_KEEP if kind == "reverb" else 0) for kind, paths in dirs.items()}
+    _load_sources(dirs)  # bad sources fail here, before any job starts
 
     utt2spk = DataDir(src).utt2spk()
     # A chain is named in the order it is applied (KINDS order), whatever the order of --kinds.
@@ -355,18 +397,21 @@ def augment_data_dir(src: str | os.PathLike, out: str | os.PathLike, *, kinds: S
     logger.info("%s: %d utterances of %d speakers -> %d copies (%s) in %s", src, summary.num_utterances,
                 summary.num_speakers, len(jobs), " + ".join(kinds) if chain else ", ".join(kinds), out)
 
+    work, results = _run_all(jobs, src, out, options, dirs, {k: v for k, v in snrs.items() if k in kinds},
+                             babble_talkers, seed, nj, cmd, log_dir, force)
+
     def build(staging: Path) -> None:
-        settings = _settings_for(src, loaded, snrs, babble_talkers, seed, staging)
-        results = _run_all(jobs, settings, nj, f"augmenting {src.name}")
+        _move_copies(work, staging)
         _write_copies(staging, out, jobs, results, src=src, uniq=not keep_ids, copy_trials=keep_ids,
                       speaker_map={spk: spk for spk in set(utt2spk.values())})
 
-    return _stage_and_move(out, options, build)
+    return _stage_and_move(out, options, build, work)
 
 
 def speed_perturb_data_dir(src: str | os.PathLike, out: str | os.PathLike, *,
                            factors: Sequence[float] = (0.9, 1.0, 1.1), nj: int = 1,
-                           force: bool = False) -> DataDirSummary:
+                           force: bool = False, cmd: str | None = None,
+                           log_dir: Path | None = None) -> DataDirSummary:
     """Write speed-perturbed copies of ``src`` to ``out``: factor ``f`` gives speaker ``sp<f>-<spk>`` and
     utterance ``sp<f>-<utt>``, lasting ``1/f`` as long; factor 1.0 copies the audio under the original ids."""
     src, out = Path(src), Path(out)
@@ -392,10 +437,11 @@ def speed_perturb_data_dir(src: str | os.PathLike, out: str | os.PathLike, *,
     logger.info("%s: %d utterances of %d speakers x speed %s -> %s", src, summary.num_utterances,
                 summary.num_speakers, ",".join(f"{f:g}" for f in factors), out)
 
+    work, results = _run_all(jobs, src, out, options, {}, {}, DEFAULT_BABBLE_TALKERS, 0, nj, cmd, log_dir, force)
+
     def build(staging: Path) -> None:
-        settings = _settings_for(src, {}, {}, DEFAULT_BABBLE_TALKERS, 0, staging)
-        results = _run_all(jobs, settings, nj, f"speed-perturbing {src.name}")
+        _move_copies(work, staging)
         _write_copies(staging, out, jobs, results, src=src, uniq=True, copy_trials=False, speaker_map=speaker_map)
 
-    return _stage_and_move(out, options, build)
+    return _stage_and_move(out, options, build, work)
 

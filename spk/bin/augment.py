@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from spk.bin.job_options import job_options
+
 _DIR = click.Path(file_okay=False, path_type=Path)
 
 
@@ -17,10 +19,11 @@ def _reported_as_click_errors() -> Iterator[None]:
     """Turn the errors a user can fix (options, data dirs, audio) into a clean ``Error: ...`` and exit status 1."""
     from spk.audio import AudioError
     from spk.data import DataDirError, DataDirUsageError
+    from spk.jobs import JobsFailed
 
     try:
         yield
-    except (DataDirError, DataDirUsageError, AudioError) as error:
+    except (DataDirError, DataDirUsageError, AudioError, JobsFailed) as error:
         raise click.ClickException(str(error)) from error
 
 
@@ -76,10 +79,10 @@ def sources(out: Path, seed: int, speech_from: Path | None, num_speech: int, for
 @click.option("--chain", is_flag=True, help="One copy per utterance with every kind applied (reverb first).")
 @click.option("--keep-ids", is_flag=True,
               help="Like --chain, keeping the utterance ids (and trials): a noisy test condition.")
-@click.option("--nj", default=1, show_default=True, type=click.IntRange(min=1), help="Parallel processes.")
+@job_options("Parallel jobs, each making a share of the copies.")
 @click.option("--force", is_flag=True, help="Redo even if OUT was made with these options from these dirs.")
 def data(src, out, kinds, sources, rirs, noise, music, babble, snr_noise, snr_music, snr_babble, babble_talkers,
-         seed, num, chain, keep_ids, nj, force) -> None:
+         seed, num, chain, keep_ids, nj, cmd, log_dir, force) -> None:
     """Write augmented copies of SRC to OUT: ids <utt>-<kind>, the same speakers, 16 kHz wav under OUT/wav/.
 
     \b
@@ -98,7 +101,8 @@ def data(src, out, kinds, sources, rirs, noise, music, babble, snr_noise, snr_mu
                      "babble": _paths(babble)}
         summary = augment_data_dir(src, out, kinds=parse_kinds(kinds), sources=sources, source_overrides=overrides,
                                    snrs=snrs, babble_talkers=talkers, seed=seed, num=num, chain=chain,
-                                   keep_ids=keep_ids, nj=nj, force=force)
+                                   keep_ids=keep_ids, nj=nj, force=force, cmd=cmd,
+                                   log_dir=log_dir and Path(log_dir))
     click.echo(str(summary))
 
 
@@ -107,15 +111,16 @@ def data(src, out, kinds, sources, rirs, noise, music, babble, snr_noise, snr_mu
 @click.option("--out", type=_DIR, required=True, help="Where the perturbed data dir goes.")
 @click.option("--factors", default="0.9,1.0,1.1", show_default=True,
               help="Speed factors, separated by commas; 1.0 keeps the original ids.")
-@click.option("--nj", default=1, show_default=True, type=click.IntRange(min=1), help="Parallel processes.")
+@job_options("Parallel jobs, each making a share of the copies.")
 @click.option("--force", is_flag=True, help="Redo even if OUT was made with these factors from this dir.")
-def speed(src: Path, out: Path, factors: str, nj: int, force: bool) -> None:
+def speed(src: Path, out: Path, factors: str, nj: int, cmd: str, log_dir: str | None, force: bool) -> None:
     """Write to OUT a copy of SRC per factor: speaker sp<f>-<spk>, utterance sp<f>-<utt>, 1/f as long."""
     from spk.augment.offline import speed_perturb_data_dir
     from spk.augment.options import parse_factors
 
     with _reported_as_click_errors():
-        summary = speed_perturb_data_dir(src, out, factors=parse_factors(factors), nj=nj, force=force)
+        summary = speed_perturb_data_dir(src, out, factors=parse_factors(factors), nj=nj, force=force,
+                                         cmd=cmd, log_dir=log_dir and Path(log_dir))
     click.echo(str(summary))
 
 

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import click
 
+from spk.bin.job_options import job_options
 from spk.data import DataDirError, validate_data_dir
+from spk.jobs import JobsFailed
 
 
 @click.command("embed")
@@ -21,10 +23,9 @@ from spk.data import DataDirError, validate_data_dir
                    "[default: whole utterances].")
 @click.option("--chunk-overlap", type=float, default=None,
               help="Seconds by which neighbouring chunks overlap (with --chunk-seconds) [default: 0].")
-@click.option("--nj", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Parallel jobs, each with cores/nj torch threads (one job: $SPK_NUM_THREADS, else "
-                   "$OMP_NUM_THREADS, else the cores this process may use).")
-def embed(exp_dir, data_dir, out_dir, device, chunk_seconds, chunk_overlap, nj):
+@job_options("Parallel jobs over split<NJ>, each with cores/nj torch threads here (one job: $SPK_NUM_THREADS, "
+             "else $OMP_NUM_THREADS, else the cores this process may use); use a GPU job command for --device cuda.")
+def embed(exp_dir, data_dir, out_dir, device, chunk_seconds, chunk_overlap, nj, cmd, log_dir):
     """Extract an embedding per utterance and per speaker of DATA_DIR with the model of EXP_DIR."""
     from spk.embed import extract_embeddings
     from spk.threads import configure_torch_threads
@@ -35,8 +36,9 @@ def embed(exp_dir, data_dir, out_dir, device, chunk_seconds, chunk_overlap, nj):
         configure_torch_threads(0, purpose="embedding")  # this process's; parallel jobs set their own
         validate_data_dir(data_dir, need_feats=True)
         extract_embeddings(Path(exp_dir), Path(data_dir), Path(out_dir), device=device,
-                           chunk_seconds=chunk_seconds, chunk_overlap=chunk_overlap or 0.0, nj=nj)
-    except (DataDirError, FileNotFoundError, ValueError) as error:
+                           chunk_seconds=chunk_seconds, chunk_overlap=chunk_overlap or 0.0, nj=nj, cmd=cmd,
+                           log_dir=Path(log_dir) if log_dir else None)
+    except (DataDirError, FileNotFoundError, ValueError, JobsFailed) as error:
         raise click.ClickException(str(error)) from None
 
 
