@@ -26,9 +26,11 @@ score calibration without touching the test trials).  :func:`prepare_data_dirs` 
 from __future__ import annotations
 
 import csv
+import hashlib
 import logging
 import multiprocessing
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,7 +47,8 @@ from local.espeak import EspeakSynth, make_data_mirror, variant_dir
 from local.mini_text import SentenceGenerator
 from local.trials import make_trials
 from spk.augment import simulate
-from spk.data import staged_folder
+from spk.data.staging import swap_into_place
+from spk.jobs import JobCommandError, JobsFailed, ParallelStep, parse_job_command, run_step
 
 logger = logging.getLogger("local.mini")  # also when run as __main__
 
@@ -249,13 +252,16 @@ def _pad_silence(speech: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate([lead, speech.astype(np.float32), trail])
 
 
-def generate_corpus(out_dir: Path, config: MiniConfig, *, nj: int) -> Path:
+def generate_corpus(out_dir: Path, config: MiniConfig, *, nj: int, cmd: str | None = None,
+                    log_dir: Path | None = None) -> Path:
     """Synthesise the corpus into ``out_dir`` (skipped if a complete corpus with this config is there).
 
-    The corpus is written to a temporary folder beside ``out_dir`` and moved into
-    place only when complete, so an interrupted run never leaves half a corpus.
+    ``nj`` jobs (:mod:`spk.jobs`, through job command ``cmd``: processes here or a Slurm
+    job array) each synthesise a share of the speakers into a work folder beside
+    ``out_dir``, which becomes ``out_dir`` only when complete: an interrupted run never
+    leaves half a corpus, and a rerun runs only the jobs that did not finish.
     """
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).absolute()
     marker = out_dir / "config.tsv"
     if marker.exists() and marker.read_text() == _config_text(config):
         logger.info("mini corpus already complete in %s; skipping generation", out_dir)
@@ -265,27 +271,47 @@ def generate_corpus(out_dir: Path, config: MiniConfig, *, nj: int) -> Path:
             f"{out_dir} exists but is not a complete mini corpus with this configuration; "
             "remove it (or choose another --corpus-dir) and run again")
     jobs = plan_corpus(config)
+    nj = max(1, min(nj, len(jobs)))
     start = time.time()
-    with staged_folder(out_dir) as staging:
-        mirror = make_data_mirror(staging / ".espeak-data")
-        total = _render_all(jobs, staging, mirror, nj)
-        shutil.rmtree(mirror)
-        _write_metadata(staging, jobs)
-        (staging / "config.tsv").write_text(_config_text(config))
+    key = hashlib.sha256(f"{_config_text(config)}{nj}".encode()).hexdigest()[:10]
+    work = out_dir.parent / f".{out_dir.name}.jobs-{key}"
+    (work / "corpus").mkdir(parents=True, exist_ok=True)
+    if not (work / ".espeak-data").is_dir():
+        make_data_mirror(work / ".espeak-data")
+    step = ParallelStep(name="synthesise_mini", task="mini-synthesis", num_jobs=nj, work_dir=work,
+                        log_dir=Path(log_dir) if log_dir else work / "log",
+                        args={"config": asdict(config), "work": str(work)})
+    run_step(step, parse_job_command(cmd))
+    total = sum(float((work / f"seconds.{job}").read_text()) for job in range(1, nj + 1))
+    _write_metadata(work / "corpus", jobs)
+    (work / "corpus" / "config.tsv").write_text(_config_text(config))
+    swap_into_place(work / "corpus", out_dir)
+    shutil.rmtree(work)
     logger.info("synthesised %.1f min of speech for %d speakers in %.1f s (%.0fx real time)",
                 total / 60, len(jobs), time.time() - start, total / (time.time() - start))
     return out_dir
 
 
-def _render_all(jobs: list[SpeakerJob], staging: Path, mirror: Path, nj: int) -> float:
+def synthesis_job(args: dict, job: int, num_jobs: int) -> None:
+    """Job ``job`` of the corpus synthesis (task ``mini-synthesis``): its share of the speakers.
+
+    eSpeak NG carries state from one synthesis to the next inside a process, so each
+    speaker gets a fresh forked process: the audio then depends on neither the number
+    of jobs nor the order they run in.
+    """
     from tqdm import tqdm
 
+    work = Path(args["work"])
+    speakers = plan_corpus(MiniConfig(**args["config"]))
+    cut = np.linspace(0, len(speakers), num_jobs + 1).round().astype(int)
+    mine = speakers[cut[job - 1]:cut[job]]
     context = multiprocessing.get_context("fork")
-    # eSpeak NG carries state from one synthesis to the next inside a process, so each
-    # speaker gets a fresh worker: the audio then does not depend on nj or scheduling.
-    with context.Pool(max(1, nj), initializer=_init_worker, initargs=(mirror,), maxtasksperchild=1) as pool:
-        results = pool.imap_unordered(_render_job, [(job, staging) for job in jobs])
-        return sum(tqdm(results, total=len(jobs), desc="synthesising speakers", unit="spk"))
+    with context.Pool(1, initializer=_init_worker, initargs=(work / ".espeak-data",), maxtasksperchild=1) as pool:
+        results = pool.imap(_render_job, [(speaker, work / "corpus") for speaker in mine])
+        seconds = sum(tqdm(results, total=len(mine), desc=f"synthesising speakers (job {job})", unit="spk",
+                           disable=not sys.stderr.isatty()))
+    (work / f"seconds.{job}").write_text(f"{seconds!r}\n")
+    logger.info("job %d: %d speakers, %.1f s of speech", job, len(mine), seconds)
 
 
 def _render_job(args: tuple[SpeakerJob, Path]) -> float:
@@ -389,15 +415,17 @@ def prepare_data_dirs(corpus_dir: Path, data_dir: Path, *, seed: int) -> dict[st
 @click.option("--num-test-speakers", type=int, required=True, help="Disjoint speakers for the verification trials.")
 @click.option("--num-dev-speakers", type=int, required=True,
               help="More disjoint speakers with their own trials, for calibration (0: none).")
-@click.option("--nj", type=int, required=True, help="Parallel synthesis processes.")
+@click.option("--nj", type=click.IntRange(min=1), required=True, help="Parallel synthesis jobs.")
+@click.option("--cmd", default="local", envvar="SPK_CMD", show_default=True,
+              help="Where the synthesis jobs run: local, or 'slurm [sbatch options]' [env: SPK_CMD].")
 def command(corpus_dir: str, data_dir: str, num_train_speakers: int, num_test_speakers: int, num_dev_speakers: int,
-            nj: int, seed: int) -> None:
+            nj: int, cmd: str, seed: int) -> None:
     """Synthesise the mini corpus (skipped when it is complete) and write its data dirs."""
     config = MiniConfig(num_train_speakers=num_train_speakers, num_test_speakers=num_test_speakers,
                         num_dev_speakers=num_dev_speakers, seed=seed)
     with prep_errors():
         try:
-            generate_corpus(Path(corpus_dir), config, nj=nj)
-        except FileExistsError as err:
+            generate_corpus(Path(corpus_dir), config, nj=nj, cmd=cmd)
+        except (FileExistsError, JobsFailed, JobCommandError) as err:
             raise click.ClickException(str(err)) from None
         prepare_data_dirs(Path(corpus_dir), Path(data_dir), seed=seed)

@@ -21,10 +21,10 @@ def job_options(what: str = "Parallel jobs."):
         function = click.option("--log-dir", type=click.Path(file_okay=False), default=None,
                                 help="Where each job writes its log, <step>.<JOB>.log [default: a log/ folder "
                                      "beside the outputs].")(function)
-        function = click.option("--cmd", default="local", show_default=True, callback=_check_command,
+        function = click.option("--cmd", default="local", show_default=True, callback=_check_command, envvar="SPK_CMD",
                                 help="Where the jobs run: 'local' (processes here) or 'slurm [sbatch options]' "
                                      "(one job array, e.g. 'slurm --partition=cpu --mem=4G'); recipes take it "
-                                     "from cmd.sh.")(function)
+                                     "from cmd.sh [env: SPK_CMD].")(function)
         function = click.option("--nj", default=1, show_default=True, type=click.IntRange(min=1),
                                 help=what)(function)
         return function

@@ -15,7 +15,6 @@ TASKS = {
     "features": ("spk.make_features", "features_job"),
     "augment": ("spk.augment.offline", "augment_job"),
     "embed": ("spk.embed", "embed_job"),
-    "durations": ("spk.data.durations", "durations_job"),
     "mini-synthesis": ("local.mini", "synthesis_job"),
 }
 
