@@ -20,6 +20,7 @@ _COMMANDS = {
     "augment": ("augment", "augment"),
     "egs": ("train", "egs"),
     "train": ("train", "train"),
+    "train-launch": ("train_launch", "train_launch"),  # hidden: no summary, not in --help
     "embed": ("embed", "embed"),
     "score": ("score", "score"),
     "calibrate": ("calibrate", "calibrate"),
@@ -78,7 +79,7 @@ class LazyGroup(click.Group):
 
     def format_commands(self, ctx, formatter):
         with formatter.section("Commands"):
-            formatter.write_dl([(name, _SUMMARIES[name]) for name in _COMMANDS])
+            formatter.write_dl([(name, _SUMMARIES[name]) for name in _COMMANDS if name in _SUMMARIES])
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -4,13 +4,21 @@
 command; each one finds its rank in the environment torchrun sets, trains on every
 N-th batch of the shared epoch plan, and gradients are averaged by DDP.  Only rank 0
 writes files (config, logs, checkpoints, plots).  A single process needs none of this.
+
+Several machines (nodes) run one ``torchrun`` each, meeting through c10d rendezvous at
+``HOST:PORT`` (a port on one of the nodes); :func:`torchrun_command` builds that command
+line (``spk train-launch`` prints or runs it).  Every node must see the same recipe
+folder (data dirs, features, ``exp/``) at the same path: a shared filesystem.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -76,6 +84,18 @@ def broadcast_flag(context: Context, flag: bool) -> bool:
     return bool(value.item())
 
 
+def gather_to_main(context: Context, value: Any) -> list[Any] | None:
+    """Every process's ``value``, as a list indexed by rank, in rank 0; None in the others.
+
+    Collective: every process must call it at the same point.  A single process gets ``[value]``.
+    """
+    if not context.enabled:
+        return [value]
+    gathered = [None] * context.world_size if context.is_main else None
+    dist.gather_object(value, gathered, dst=0)
+    return gathered
+
+
 def cleanup(context: Context, wait: bool = True) -> None:
     """Leave the process group, first waiting for every process when they all got here.
 
@@ -114,3 +134,38 @@ def wrap(step: TrainStep, context: Context) -> nn.Module:
         return step
     device_ids = [context.device.index] if context.device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(step, device_ids=device_ids)
+
+
+def torchrun_command(train_args: Sequence[str], *, nproc_per_node: int = 1, nnodes: int = 1,
+                     rdzv_endpoint: str | None = None, rdzv_id: str = "spk", node_rank: int | None = None,
+                     python: str | None = None) -> list[str]:
+    """The command line that runs ``spk train <train_args>`` in ``nproc_per_node`` processes on each of
+    ``nnodes`` nodes: ``python -m torch.distributed.run`` (torchrun, of this very environment).
+
+    One node without ``rdzv_endpoint`` gets ``--standalone`` (a local rendezvous on a free port).
+    Otherwise every node runs the same command with c10d rendezvous: ``--nnodes N --nproc-per-node P
+    --rdzv-backend c10d --rdzv-endpoint HOST:PORT --rdzv-id ID``.  ``HOST`` is one of the nodes (the
+    torchrun there hosts the rendezvous store on ``PORT``), ``ID`` names the job (e.g. ``$SLURM_JOB_ID``)
+    and must be the same on all nodes and differ between jobs that share the endpoint.  c10d assigns
+    node ranks as the nodes join; ``node_rank`` is only passed on (``--node-rank``, which torchrun
+    reads for static rendezvous only).  ``python`` defaults to this interpreter.
+    """
+    if nnodes < 1 or nproc_per_node < 1:
+        raise ValueError(f"--nnodes ({nnodes}) and --nproc-per-node ({nproc_per_node}) must be at least 1")
+    command = [python or sys.executable, "-m", "torch.distributed.run"]
+    if nnodes == 1 and not rdzv_endpoint:
+        command += ["--standalone", "--nnodes", "1", "--nproc-per-node", str(nproc_per_node)]
+    else:
+        if not rdzv_endpoint:
+            raise ValueError(f"--nnodes {nnodes} needs --rdzv-endpoint HOST:PORT (a port on one of the nodes, "
+                             "the same on all of them)")
+        host, _, port = rdzv_endpoint.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"--rdzv-endpoint {rdzv_endpoint!r}: expected HOST:PORT, e.g. node01:29400")
+        if not rdzv_id:
+            raise ValueError("--rdzv-id must not be empty: give every job its own id (e.g. $SLURM_JOB_ID)")
+        command += ["--nnodes", str(nnodes), "--nproc-per-node", str(nproc_per_node), "--rdzv-backend", "c10d",
+                    "--rdzv-endpoint", rdzv_endpoint, "--rdzv-id", str(rdzv_id)]
+        if node_rank is not None:
+            command += ["--node-rank", str(node_rank)]
+    return command + ["-m", "spk", "train", *train_args]

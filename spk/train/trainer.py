@@ -5,6 +5,7 @@ Files under ``exp/<tag>/``::
     config.yaml            resolved experiment config (read by every later stage)
     speakers.txt           training speakers, in label order
     models/epoch_NNN.pt    checkpoint after each epoch: model, optimiser, scheduler, RNG states
+                           (under torchrun those of every rank: ``rng_per_rank``)
     models/final.pt        weights of the finished model
     train_log.jsonl        one JSON record per epoch
     plots/training_curves.png
@@ -84,6 +85,34 @@ def _set_rng_state(state: dict[str, Any]) -> None:
                          numpy_state["position"], numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
     version, internal, gauss_next = state["python"]
     random.setstate((version, tuple(internal), gauss_next))
+
+
+def _restore_rng(saved: dict[str, Any], context: distributed.Context, checkpoint: Path) -> None:
+    """Set this process's RNG states from a checkpoint: its own rank's when the checkpoint has them.
+
+    ``rng_per_rank`` (written by runs of several processes) holds one state per rank; ``rng`` is rank 0's
+    (the only one in single-process and older checkpoints).  A rank the checkpoint has no state for takes
+    rank 0's, as every rank starts from the same seed in a fresh run: the resumed run is then
+    deterministic, though not the continuation of a run of this world size.
+    """
+    states = saved.get("rng_per_rank") or [saved["rng"]]
+    _set_rng_state(states[context.rank] if context.rank < len(states) else states[0])
+    if len(states) == context.world_size or not context.is_main:
+        return
+    first, last = sorted((len(states), context.world_size))
+    ranks = f"rank {first}" if last - first == 1 else f"ranks {first}-{last - 1}"
+    if len(states) < context.world_size:
+        logger.warning("%s holds the RNG states of %d process(es) and this run has %d: %s continue(s) from "
+                       "rank 0's state", checkpoint, len(states), context.world_size, ranks)
+    else:
+        logger.warning("%s holds the RNG states of %d processes and this run has %d: those of %s are not used",
+                       checkpoint, len(states), context.world_size, ranks)
+    if "batch" in saved:  # a position in batches per process: only exact for the same number of processes
+        logger.warning("%s stopped inside epoch %d after %d batches per process%s; this run of %d processes "
+                       "continues from its own batch %d, so some batches of this epoch may be repeated or "
+                       "skipped", checkpoint, saved["epoch"], saved["batch"],
+                       f" of {len(states)} processes" if "rng_per_rank" in saved else "", context.world_size,
+                       saved["batch"])
 
 
 def latest_checkpoint(models_dir: Path) -> Path | None:
@@ -288,7 +317,7 @@ def _train_phase(run: _Phase, feature_config: FeatureConfig, train_dir: Path, va
         scheduler.load_state_dict(saved["scheduler"])
         if "grad_scaler" in saved:
             precision.scaler.load_state_dict(saved["grad_scaler"])
-        _set_rng_state(saved["rng"])
+        _restore_rng(saved, context, checkpoint)
         position = (saved["epoch"], saved["batch"]) if "batch" in saved else (saved["epoch"] + 1, 0)
         logger.info("resuming from %s at epoch %d, batch %d", checkpoint, *position)
 
@@ -323,7 +352,9 @@ def _train_phase(run: _Phase, feature_config: FeatureConfig, train_dir: Path, va
                                                              if isinstance(v, float)))
                 with open(exp_dir / "train_log.jsonl", "a") as log:
                     log.write(json.dumps({"epoch": epoch, **record}) + "\n")
-                state.save(models_dir / f"epoch_{epoch:03d}.pt", epoch)
+            rng_states = distributed.gather_to_main(context, _rng_state())  # every rank, after validation
+            if context.is_main:
+                state.save(models_dir / f"epoch_{epoch:03d}.pt", epoch, rng_states=rng_states)
                 (models_dir / "interrupted.pt").unlink(missing_ok=True)
                 _plot_curves(exp_dir)
                 stop_early = trials is not None and _track_best(exp_dir, models_dir, epoch,
@@ -399,12 +430,21 @@ class _TrainState:
         self.model, self.loss_fn, self.optimizer, self.scheduler = model, loss_fn, optimizer, scheduler
         self.config_text, self.speakers, self.precision = config_text, speakers, precision
 
-    def save(self, path: Path, epoch: int, batch: int | None = None) -> None:
-        """Write a checkpoint; ``batch`` marks a mid-epoch one (resume at that batch of ``epoch``)."""
+    def save(self, path: Path, epoch: int, batch: int | None = None,
+             rng_states: list[dict[str, Any]] | None = None) -> None:
+        """Write a checkpoint; ``batch`` marks a mid-epoch one (resume at that batch of ``epoch``).
+
+        ``rng_states`` are every rank's RNG states (:func:`distributed.gather_to_main`), else this
+        process's are taken.  ``rng`` holds rank 0's, as single-process checkpoints always did, and
+        runs of several processes add the list ``rng_per_rank``.
+        """
+        rng_states = rng_states or [_rng_state()]
         state = {"model": self.model.state_dict(), "loss": self.loss_fn.state_dict(),
                  "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                 "epoch": epoch, "rng": _rng_state(), "config_text": self.config_text,
+                 "epoch": epoch, "rng": rng_states[0], "config_text": self.config_text,
                  "speakers": self.speakers}
+        if len(rng_states) > 1:
+            state["rng_per_rank"] = rng_states
         if batch is not None:
             state["batch"] = batch
         if self.precision.scaler.is_enabled():
@@ -444,6 +484,8 @@ def _run_batches(state: _TrainState, train_step, sampler, batches, epoch, start_
         except StopIteration:
             break
         except TrainingDataError as error:
+            # Only this process may have failed, so nothing collective here: the checkpoint (rank 0's)
+            # holds rank 0's RNG state alone, and a resume gives it to every rank.
             if context.is_main:
                 state.save(interrupted_path, epoch, batch_number)
             progress.close()
@@ -471,9 +513,12 @@ def _run_batches(state: _TrainState, train_step, sampler, batches, epoch, start_
         frames += int(lengths.sum())
         progress.set_postfix(loss=f"{total_loss / seen:.3f}", **({"acc": f"{correct / seen:.3f}"} if classifies else {}))
         batch_number += 1
+        # Every rank runs the same number of batches and asks here after each one, so every rank
+        # leaves together after the same batch and reaches the gather below.
         if distributed.any_true(context, stop.signal_number is not None):
+            rng_states = distributed.gather_to_main(context, _rng_state())
             if context.is_main:
-                state.save(interrupted_path, epoch, batch_number)
+                state.save(interrupted_path, epoch, batch_number, rng_states=rng_states)
             progress.close()
             raise TrainingInterrupted(stop.signal_number or signal.SIGTERM, interrupted_path)
     elapsed = time.time() - start
