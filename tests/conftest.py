@@ -12,12 +12,17 @@ import pytest
 
 os.environ["OMP_NUM_THREADS"] = "1"  # inherited by every subprocess a test starts
 TINY_RECIPE_GROUP = "tiny_recipe"
+SLURM_GROUP = "slurm"
 
 
 def pytest_itemcollected(item):
-    """Tests of the shared tiny recipe (the ``product`` fixture) run in one worker, which runs that recipe once."""
-    if "product" in getattr(item, "fixturenames", ()):
+    """Tests of the shared tiny recipe (the ``product`` fixture) run in one worker, which runs that recipe once;
+    so do the tests on the local Slurm (the ``slurm`` fixture), which starts it once."""
+    fixtures = getattr(item, "fixturenames", ())
+    if "product" in fixtures:
         item.add_marker(pytest.mark.xdist_group(TINY_RECIPE_GROUP))
+    elif "slurm" in fixtures:
+        item.add_marker(pytest.mark.xdist_group(SLURM_GROUP))
 
 
 def pytest_collection_modifyitems(config, items):
@@ -47,6 +52,25 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """The one-node Slurm of tools/slurm_local.sh, started (installed as root) for the session and stopped
+    after it; one started by hand is used and left running. Tests skip where it cannot be started, except
+    in CI (CI=true), where they fail: CI must run them."""
+    from tests.slurm_cluster import SlurmUnavailable, acquire_cluster, release_cluster
+
+    try:
+        cluster, unavailable = acquire_cluster(), None
+    except SlurmUnavailable as e:
+        unavailable = str(e)
+    if unavailable is not None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI must run the Slurm tests: {unavailable}", pytrace=False)
+        pytest.skip(unavailable)
+    yield cluster
+    release_cluster(cluster)
 
 
 @pytest.fixture(scope="session")
