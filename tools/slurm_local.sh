@@ -83,11 +83,14 @@ write_config() {
   mkdir -p "$dir"/{state,spool,log,run} /etc/slurm
   # SlurmctldHost/NodeAddr are 127.0.0.1: the short hostname need not resolve. SlurmUser=root: the
   # daemons run as root (this script needs root to start them), so no slurm user and no chown.
+  # sched/builtin: its main scheduler starts as many queued array tasks as there are free CPUs about
+  # once a second (on submit and on each completion); sched/backfill started only one task of an array
+  # per backfill cycle (one a second at bf_interval=1) and its main scheduler hardly any.
   # Memory is consumable (CR_Core_Memory) with a per-CPU default, so jobs without --mem do not each take
   # the whole node.
   # MinJobAge=4 for `sbatch --wait`: it polls the job every 2 s and stretches the pause to 8 and then
-  # 32 s only while the pause is below MinJobAge/2, so a value of 4 or less keeps the 2 s polls (a
-  # 5 s job returns after 6 s instead of 10; with the default 300 a 40 s job returns after 74 s).
+  # 32 s only while the pause is below MinJobAge/2, so a value of 4 or less keeps the 2 s polls (with
+  # the default 300 the polls come at 2, 10, 42, 74 s...: a 12 s job returns after 42 s instead of 14).
   # The price: finished array tasks are purged after ~4 s, and `sbatch --wait` exits with the highest
   # exit code among the tasks it still sees, so a task that fails early while others run on can go
   # unseen (exit 0). Slurm 22.05 refuses MinJobAge=0 (no purge); with the default a long array loses
@@ -119,8 +122,8 @@ JobCompType=jobcomp/none
 MpiDefault=none
 SwitchType=switch/none
 ReturnToService=2
-SchedulerType=sched/backfill
-SchedulerParameters=sched_interval=2,sched_min_interval=100,bf_interval=1,batch_sched_delay=0
+SchedulerType=sched/builtin
+SchedulerParameters=sched_interval=2,batch_sched_delay=0
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=$(( mem / cpus ))
