@@ -226,6 +226,7 @@ start() {
 # before SIGKILL.
 stop() {
   local name pidfile pid pids=() names=()
+  [ "$(id -u)" = 0 ] || die 2 "stopping the local Slurm needs root: sudo $0 stop"
   for name in slurmd slurmctld munged; do
     pidfile="$dir/run/$name.pid"
     [ "$name" = munged ] && pidfile="$dir/munge/munged.pid"
