@@ -12,6 +12,9 @@
 # process without SLURM_CONF in its environment (a copy is kept in the state dir). An existing
 # slurm.conf that this script did not write is never overwritten.
 #
+# Environment: SPK_SLURM_DIR (state dir), SPK_SLURM_PORT (slurmctld port, default 6817; slurmd uses the
+# next one), SPK_SLURM_WAIT (seconds to wait for the node, default 60).
+#
 # Exit codes: 0 ok, 1 failure (message says which daemon/log), 2 not root where root is needed,
 # 3 (status only) not running.
 set -euo pipefail
