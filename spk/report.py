@@ -22,7 +22,6 @@ import matplotlib
 matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from scipy.stats import norm  # noqa: E402
 
 from spk import metrics  # noqa: E402
 from spk.data import DataDirError  # noqa: E402
@@ -121,6 +120,8 @@ def plot_det(path: str | os.PathLike, systems: Mapping[str, tuple], title: str =
     if not systems:
         raise ValueError("plot_det needs at least one system")
     low, high = _det_range(systems)
+    from scipy.stats import norm  # a second to import: only for DET plots
+
     probit = norm.ppf
     fig, ax = plt.subplots(figsize=(6, 6))
     for (name, (scores, labels)), style in zip(systems.items(), line_styles(len(systems))):

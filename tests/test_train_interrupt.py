@@ -29,7 +29,7 @@ CONFIG = {
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("interrupt")
-    write_feature_dir(root / "train", corpus(6, 20, seed=3, frames=(300, 400)), speaker_styles(6), seed=3)
+    write_feature_dir(root / "train", corpus(6, 20, seed=3, frames=(100, 140)), speaker_styles(6), seed=3)
     (root / "tiny.yaml").write_text(yaml.safe_dump(CONFIG))
     (root / "features.yaml").write_text(yaml.safe_dump({"kind": "fbank", "num_mel_bins": 20}))
     return root

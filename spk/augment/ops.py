@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import soxr
-from scipy import signal
 
 from spk.augment.simulate import mix_at_snr
 
@@ -84,6 +83,8 @@ def reverberate(speech: np.ndarray, rir: np.ndarray) -> np.ndarray:
         return speech.copy()
     rir = rir / np.sqrt(energy)
     shift = rir_peak(rir)
+    from scipy import signal  # a second to import: only when reverberating
+
     wet = signal.fftconvolve(speech.astype(np.float64), rir, mode="full")
     return wet[shift:shift + len(speech)].astype(np.float32)
 

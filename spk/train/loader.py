@@ -92,11 +92,11 @@ def decide_preload(preload: bool | str, num_frames: dict[str, int], dim: int, *,
 def chunk_source(train_dir: Path, feature_config: FeatureConfig, *, preload: bool | str, on_the_fly: bool,
                  seed: int = 0) -> tuple[ChunkSource, np.ndarray | None]:
     """The training chunks' source and the global CMVN statistics (None unless ``cmvn: global``)."""
-    from spk.train.audio_source import AudioFeatureSource
-
     data = DataDir(train_dir)
     cmvn_scp = data.file("cmvn.scp")
     if on_the_fly:
+        from spk.train.audio_source import AudioFeatureSource  # audio and augmentation modules: only here
+
         global_stats = None
         if feature_config.cmvn == "global" and data.has("feats.scp") and data.has("cmvn.scp"):
             global_stats = FeatureStore(str(data.file("feats.scp")), feature_config, cmvn_scp=str(cmvn_scp),

@@ -35,7 +35,6 @@ from spk.feature_store import FeatureStore, TrainingDataError, pad_batch
 from spk.features import FeatureConfig
 from spk.losses import LOSSES
 from spk.models import build_embedder
-from spk.models.embedder import SpeakerEmbedder
 from spk.train import distributed
 from spk.train.dataset import ChunkSampler, SpeakerBalancedSampler
 from spk.train.init_from import InitSource, check_init_options, load_init_source, optimizer_groups, prepare_model
@@ -334,6 +333,7 @@ def _train_phase(run: _Phase, feature_config: FeatureConfig, train_dir: Path, va
                 f"{config.num_workers} loader processes" if config.num_workers else "batches made by a thread")
 
     last_epoch = position[0] - 1
+    last_plot = time.monotonic()
     with StopRequest() as stop:
         for epoch in range(position[0], config.epochs + 1):
             start_batch = position[1] if epoch == position[0] else 0
@@ -356,9 +356,11 @@ def _train_phase(run: _Phase, feature_config: FeatureConfig, train_dir: Path, va
             if context.is_main:
                 state.save(models_dir / f"epoch_{epoch:03d}.pt", epoch, rng_states=rng_states)
                 (models_dir / "interrupted.pt").unlink(missing_ok=True)
-                _plot_curves(exp_dir)
                 stop_early = trials is not None and _track_best(exp_dir, models_dir, epoch,
                                                                 config.early_stopping_patience)
+                if epoch == config.epochs or stop_early or time.monotonic() - last_plot >= PLOT_EVERY_SECONDS:
+                    _plot_curves(exp_dir)
+                    last_plot = time.monotonic()
             if distributed.broadcast_flag(context, stop_early):
                 logger.info("early stopping after epoch %d: no better validation EER for %d epochs",
                             epoch, config.early_stopping_patience)
@@ -603,6 +605,11 @@ def _validate(model, loss_fn, valid, device) -> dict[str, float]:
         total_loss += loss_fn(logits, target).item() * len(target)
         correct += (logits.argmax(dim=1) == target).sum().item()
     return {"valid_loss": total_loss / max(1, len(utts)), "valid_acc": correct / max(1, len(utts))}
+
+
+# The training curves are drawn after the last epoch, and after others when this long has passed since
+# they were last drawn: drawing takes about a second, which short epochs should not pay each time.
+PLOT_EVERY_SECONDS = 60
 
 
 def _plot_curves(exp_dir: Path) -> None:
