@@ -48,8 +48,9 @@ calib_set=                   # stage 5: data/<set> with trials to fit score cali
 baseline=true                # also score the no-training MFCC-mean baseline
 force=false                  # redo finished work
 threads=0                    # torch threads for training (0: $SPK_NUM_THREADS, $OMP_NUM_THREADS or the cores this process may use)
-train_nproc=1                # stage 3: >1 trains with torchrun DDP, this many processes (GPUs) on this machine
-spk_option_names="stage stop_stage nj cmd gpu_cmd device train_set test_sets ident_sets feature_config compress_feats train_feats config tag train_overrides min_frames min_utts valid_per_spk valid_speakers speed_perturb aug_offline aug_sources aug_num embed_chunk embed_overlap backend center score_norm top_n calib_set baseline force threads train_nproc"
+train_nproc=1                # stage 3: >1 trains with torchrun DDP, this many processes (GPUs) per node
+train_nodes=1                # stage 3: nodes to train on, one Slurm job over them (needs a slurm job command)
+spk_option_names="stage stop_stage nj cmd gpu_cmd device train_set test_sets ident_sets feature_config compress_feats train_feats config tag train_overrides min_frames min_utts valid_per_spk valid_speakers speed_perturb aug_offline aug_sources aug_num embed_chunk embed_overlap backend center score_norm top_n calib_set baseline force threads train_nproc train_nodes"
 
 command_line="$0 $*"
 data_opts=()  # what follows a lone "--": the options of local/data.sh
@@ -162,10 +163,31 @@ if stage_active 3; then
     log "stage 3: training $exp ($config)"
     read -r -a overrides <<< "$train_overrides"  # split on spaces without globbing "[150,250]"
     set_opt=(); for o in "${overrides[@]}"; do set_opt+=(--set "$o"); done
-    trainer=(spk)
-    [ "$train_nproc" -gt 1 ] && trainer=(torchrun --standalone --nproc_per_node "$train_nproc" -m spk)
-    run "${trainer[@]}" train --config "$config" --feature-config "$feature_config" --train-dir "$egs/train" \
-      "${valid_opt[@]}" "${set_opt[@]}" --exp-dir "$exp" --device "$device" --threads "$threads" $resume
+    train_args=(--config "$config" --feature-config "$feature_config" --train-dir "$egs/train" \
+      "${valid_opt[@]}" "${set_opt[@]}" --exp-dir "$exp" --device "$device" --threads "$threads" $resume)
+    train_cmd=$gpu_cmd; [ "$device" = cpu ] && train_cmd=$cmd
+    if [[ "$train_cmd" == slurm* ]]; then
+      # one Slurm job over train_nodes nodes: srun starts one torchrun launcher per node, which meet
+      # through c10d on the job's first node (spk train-launch --slurm); the log is exp/<tag>/log/train.log
+      read -r -a slurm_opts <<< "${train_cmd#slurm}"
+      mkdir -p "$exp/log"
+      launch=$(printf '%q ' "$(command -v python)" -m spk train-launch --slurm --nnodes "$train_nodes" \
+        --nproc-per-node "$train_nproc" -- "${train_args[@]}")
+      if ! run sbatch --wait --job-name "spk-train-$tag" --nodes "$train_nodes" --ntasks-per-node 1 \
+          --output "$exp/log/train.log" "${slurm_opts[@]}" --wrap "srun $launch"; then
+        log "error: training failed on Slurm; the last lines of $exp/log/train.log:"
+        tail -n 20 "$exp/log/train.log" >&2 || true
+        exit 1
+      fi
+    elif [ "$train_nodes" -gt 1 ]; then
+      log "error: --train-nodes $train_nodes needs a slurm job command (--cmd or --gpu-cmd 'slurm ...', or cmd.sh);"
+      log "       without Slurm, start 'spk train-launch --nnodes N --rdzv-endpoint HOST:PORT -- ...' on each node"
+      exit 1
+    elif [ "$train_nproc" -gt 1 ]; then
+      run spk train-launch --nproc-per-node "$train_nproc" -- "${train_args[@]}"
+    else
+      run spk train "${train_args[@]}"
+    fi
   fi
 fi
 

@@ -5,7 +5,7 @@ or of ``--cmd``: its first word is the backend, the rest are that backend's opti
 
 - ``local``: every job is a process here, all started at once (as Kaldi's ``run.pl``);
   each gets ``cores // jobs`` torch threads (at least one).
-- ``slurm [sbatch options]``: ``sbatch --wait --array=<jobs>`` with the options given
+- ``slurm [sbatch options]``: ``sbatch --array=<jobs>`` with the options given, then waiting for it
   (``--partition=gpu --gpus=1 --mem=16G --time=4:00:00``, ...). The jobs run in the
   current folder with this environment (Slurm's default ``--export=ALL``) and the same
   Python, so the recipe folder and the virtual environment must be on a file system
@@ -119,24 +119,41 @@ def _run_slurm(command: JobCommand, spec: Path, jobs: Sequence[int], log_dir: Pa
     script.write_text("#!/bin/bash\n# written by spk: one task of a job array runs one job of the step\n"
                       f"exec {shlex.join(JOB_ENTRY)} {shlex.quote(str(Path(spec).absolute()))} "
                       "\"$SLURM_ARRAY_TASK_ID\"\n")
-    argv = [sbatch, "--parsable", "--wait", f"--array={','.join(str(j) for j in jobs)}",
+    argv = [sbatch, "--parsable", f"--array={','.join(str(j) for j in jobs)}",
             f"--job-name=spk-{name}", f"--output={Path(log_dir).absolute() / (name + '.%a.log')}",
             "--chdir", os.getcwd(), *command.options, str(script)]
     logger.info("%s: submitting %d job(s) to Slurm: %s", name, len(jobs), shlex.join(argv[1:]))
     started = time.monotonic()
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               stdin=subprocess.DEVNULL)
-    job_id = process.stdout.readline().strip().split(";")[0]  # --parsable prints the id once submitted
+    submitted = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    job_id = submitted.stdout.strip().split(";")[0]
+    if submitted.returncode != 0 or not job_id:  # bad options, no controller, ...
+        raise JobCommandError(f"{name}: sbatch refused the job array (exit {submitted.returncode}): "
+                              f"{submitted.stderr.strip() or submitted.stdout.strip()}")
     try:
-        _, errors = process.communicate()
+        _wait_for_slurm_job(job_id)
     except BaseException:  # interrupted while waiting: the array must not go on without us
-        if job_id:
-            subprocess.run(["scancel", job_id], check=False)
-            logger.warning("%s: cancelled Slurm job array %s", name, job_id)
-        process.kill()
+        subprocess.run(["scancel", job_id], check=False)
+        logger.warning("%s: cancelled Slurm job array %s", name, job_id)
         raise
-    if not job_id:  # not even submitted: bad options, no controller, ...
-        raise JobCommandError(f"{name}: sbatch refused the job array (exit {process.returncode}): "
-                              f"{errors.strip()}")
-    logger.info("%s: Slurm job array %s ended after %.1f s (sbatch exit %d)", name, job_id,
-                time.monotonic() - started, process.returncode)
+    logger.info("%s: Slurm job array %s ended after %.1f s", name, job_id, time.monotonic() - started)
+
+
+def _wait_for_slurm_job(job_id: str, poll_seconds: float = 0.5) -> None:
+    """Return once no task of job ``job_id`` is pending or running (``squeue`` lists only those).
+
+    Polled here rather than with ``sbatch --wait``, whose checks grow to seconds apart; whether
+    each task ended well is read from its done marker, so no accounting database is needed.
+    """
+    failures = 0
+    while True:
+        listed = subprocess.run(["squeue", "--noheader", "--jobs", job_id, "--format=%i"], capture_output=True,
+                                text=True, stdin=subprocess.DEVNULL)
+        if listed.returncode == 0 and not listed.stdout.strip():
+            return
+        if listed.returncode != 0:
+            if "Invalid job id" in listed.stderr:  # already forgotten by the controller: it ended
+                return
+            failures += 1
+            if failures > 20:
+                raise JobCommandError(f"squeue cannot tell the state of Slurm job {job_id}: {listed.stderr.strip()}")
+        time.sleep(poll_seconds)
