@@ -203,16 +203,17 @@ if stage_active 4; then
   chunk_opt=()
   [ "$embed_chunk" != 0 ] && chunk_opt=(--chunk-seconds "$embed_chunk" --chunk-overlap "$embed_overlap")
   embed_cmd=$cmd; [ "$device" = cuda ] && embed_cmd=$gpu_cmd
-  for s in $embed_sets; do
-    run spk embed --exp-dir "$exp" --data-dir data/$s --out-dir "$exp/embeddings/$s" --device "$device" \
-      --nj "$nj" --cmd "$embed_cmd" "${chunk_opt[@]}"
-  done
+  sets_opt=(); for s in $embed_sets; do sets_opt+=(--data-dir "data/$s" --out-dir "$exp/embeddings/$s"); done
+  [ ${#sets_opt[@]} -gt 0 ] && run spk embed --exp-dir "$exp" "${sets_opt[@]}" --device "$device" \
+    --nj "$nj" --cmd "$embed_cmd" "${chunk_opt[@]}"  # one process: the model is loaded once
   if [ "$baseline" = true ]; then
+    sets_opt=()
     for s in $test_sets; do
       if [ ! -f exp/baseline_mfcc_mean/embeddings/$s/xvector.scp ] || [ "$force" = true ]; then
-        run spk baseline --data-dir data/$s --out-dir exp/baseline_mfcc_mean/embeddings/$s
+        sets_opt+=(--data-dir "data/$s" --out-dir "exp/baseline_mfcc_mean/embeddings/$s")
       fi
     done
+    [ ${#sets_opt[@]} -gt 0 ] && run spk baseline "${sets_opt[@]}"
   fi
 fi
 

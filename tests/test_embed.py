@@ -232,14 +232,18 @@ def test_embed_without_final_model_in_jobs(tmp_path, trained, long_dir):
 
 
 def test_embed_command_with_chunks_and_jobs(tmp_path, trained, long_dir, chunked, jobs_for_any_speech):
+    """Two sets in one command (the model loaded once), each in 2 jobs with their logs."""
     from spk.cli import main
 
-    out = tmp_path / "cli"
+    out, again = tmp_path / "cli", tmp_path / "again"
     result = CliRunner().invoke(main, ["embed", "--exp-dir", str(trained), "--data-dir", str(long_dir),
-                                       "--out-dir", str(out), "--chunk-seconds", str(CHUNK_SECONDS),
+                                       "--out-dir", str(out), "--data-dir", str(long_dir), "--out-dir", str(again),
+                                       "--chunk-seconds", str(CHUNK_SECONDS),
                                        "--chunk-overlap", str(CHUNK_OVERLAP), "--nj", "2"])
     assert result.exit_code == 0, result.output
     assert_same_embeddings(chunked, out)
+    assert_same_embeddings(chunked, again)
+    assert "# ended (code 0)" in (out / "log" / f"embed_{long_dir.name}.2.log").read_text()
 
 
 @pytest.mark.parametrize("options, exit_code, message", [
@@ -247,6 +251,8 @@ def test_embed_command_with_chunks_and_jobs(tmp_path, trained, long_dir, chunked
     (["--chunk-seconds", "1", "--chunk-overlap", "1.5"], 1, "must be smaller than --chunk-seconds"),
     (["--chunk-seconds", "0"], 1, "--chunk-seconds must be positive"),
     (["--nj", "0"], 2, "--nj"),
+    (["--data-dir", "."], 2, "give one --out-dir per --data-dir (2 data dirs, 1 out dirs)"),
+    (["--cmd", "qsub -q all"], 2, "starts with a backend"),
 ])
 def test_embed_command_rejects_bad_options(tmp_path, trained, long_dir, options, exit_code, message):
     from spk.cli import main

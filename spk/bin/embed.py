@@ -13,9 +13,10 @@ from spk.jobs import JobsFailed
 
 @click.command("embed")
 @click.option("--exp-dir", required=True, type=click.Path(exists=True, file_okay=False), help="Trained exp/<tag>.")
-@click.option("--data-dir", required=True, type=click.Path(exists=True, file_okay=False))
-@click.option("--out-dir", required=True, type=click.Path(file_okay=False),
-              help="Where xvector.{ark,scp} and spk_xvector.{ark,scp} go.")
+@click.option("--data-dir", "data_dirs", required=True, multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="Data dir to embed; repeat for several, each with its own --out-dir (one model load).")
+@click.option("--out-dir", "out_dirs", required=True, multiple=True, type=click.Path(file_okay=False),
+              help="Where xvector.{ark,scp} and spk_xvector.{ark,scp} go (one per --data-dir, in order).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--chunk-seconds", type=float, default=None,
               help="Embed each utterance as chunks of this many seconds and average them (the mean of the "
@@ -25,19 +26,24 @@ from spk.jobs import JobsFailed
               help="Seconds by which neighbouring chunks overlap (with --chunk-seconds) [default: 0].")
 @job_options("Parallel jobs over split<NJ>, each with cores/nj torch threads here (one job: $SPK_NUM_THREADS, "
              "else $OMP_NUM_THREADS, else the cores this process may use); use a GPU job command for --device cuda.")
-def embed(exp_dir, data_dir, out_dir, device, chunk_seconds, chunk_overlap, nj, cmd, log_dir):
-    """Extract an embedding per utterance and per speaker of DATA_DIR with the model of EXP_DIR."""
+def embed(exp_dir, data_dirs, out_dirs, device, chunk_seconds, chunk_overlap, nj, cmd, log_dir):
+    """Extract an embedding per utterance and per speaker of each --data-dir with the model of EXP_DIR."""
     from spk.embed import extract_embeddings
     from spk.threads import configure_torch_threads
 
     if chunk_overlap is not None and chunk_seconds is None:
         raise click.UsageError("--chunk-overlap needs --chunk-seconds (the chunk length)")
+    if len(data_dirs) != len(out_dirs):
+        raise click.UsageError(f"give one --out-dir per --data-dir ({len(data_dirs)} data dirs, "
+                               f"{len(out_dirs)} out dirs)")
     try:
         configure_torch_threads(0, purpose="embedding")  # this process's; parallel jobs set their own
-        validate_data_dir(data_dir, need_feats=True)
-        extract_embeddings(Path(exp_dir), Path(data_dir), Path(out_dir), device=device,
-                           chunk_seconds=chunk_seconds, chunk_overlap=chunk_overlap or 0.0, nj=nj, cmd=cmd,
-                           log_dir=Path(log_dir) if log_dir else None)
+        for data_dir in data_dirs:  # every set checked before any is embedded
+            validate_data_dir(data_dir, need_feats=True)
+        for data_dir, out_dir in zip(data_dirs, out_dirs):
+            extract_embeddings(Path(exp_dir), Path(data_dir), Path(out_dir), device=device,
+                               chunk_seconds=chunk_seconds, chunk_overlap=chunk_overlap or 0.0, nj=nj, cmd=cmd,
+                               log_dir=Path(log_dir) if log_dir else None)
     except (DataDirError, FileNotFoundError, ValueError, JobsFailed) as error:
         raise click.ClickException(str(error)) from None
 
@@ -63,14 +69,21 @@ def eval_id(exp_dir, embeddings, data_dir, results_out, speaker_embeddings):
 
 
 @click.command("baseline")
-@click.option("--data-dir", required=True, type=click.Path(exists=True, file_okay=False))
-@click.option("--out-dir", required=True, type=click.Path(file_okay=False))
-def baseline(data_dir, out_dir):
-    """No-training baseline vectors (utterance mean of normalised MFCCs) for DATA_DIR."""
+@click.option("--data-dir", "data_dirs", required=True, multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="Data dir; repeat for several, each with its own --out-dir.")
+@click.option("--out-dir", "out_dirs", required=True, multiple=True, type=click.Path(file_okay=False),
+              help="Where the vectors go (one per --data-dir, in order).")
+def baseline(data_dirs, out_dirs):
+    """No-training baseline vectors (utterance mean of normalised MFCCs) for each --data-dir."""
     from spk.baseline import write_baseline_embeddings
 
+    if len(data_dirs) != len(out_dirs):
+        raise click.UsageError(f"give one --out-dir per --data-dir ({len(data_dirs)} data dirs, "
+                               f"{len(out_dirs)} out dirs)")
     try:
-        validate_data_dir(data_dir)
-        write_baseline_embeddings(Path(data_dir), Path(out_dir))
+        for data_dir in data_dirs:
+            validate_data_dir(data_dir)
+        for data_dir, out_dir in zip(data_dirs, out_dirs):
+            write_baseline_embeddings(Path(data_dir), Path(out_dir))
     except (DataDirError, ValueError) as error:
         raise click.ClickException(str(error)) from None
