@@ -32,6 +32,7 @@ from spk.data import io as dio
 from spk.data.subset import source_fingerprint, split_data_dir
 from spk.features import FeatureConfig, cmvn_stats, compute_features
 from spk.jobs import ParallelStep, parse_job_command, run_step
+from spk.jobs.step import describe_jobs
 
 logger = logging.getLogger(__name__)
 
@@ -112,12 +113,11 @@ def make_features(data_dir: Path, config: FeatureConfig, feat_dir: Path, *, nj: 
         jobs_with_failures = [job for job, job_failures in failures.items() if job_failures]
         for job in jobs_with_failures:  # so that a rerun, after the audio is fixed, runs these jobs again
             step.marker(job).unlink(missing_ok=True)
-        logs = "; ".join(f"job {job}: {step.log(job)}" for job in jobs_with_failures) if nj > 1 else ""
         raise FeatureExtractionError(
             f"{data_dir}: features for only {done} of {len(utts)} utterances "
             f"(fewer than {min_fraction:.0%}); first failure: {failed[0][1]}. "
-            + (f"The failures are in the logs of {logs}. " if logs else "")
-            + "Fix the audio or drop the utterances (spk data subset) and run again")
+            "Fix the audio or drop the utterances (spk data subset) and run again"
+            + (": the job(s) with failures run again.\n" + describe_jobs(step, jobs_with_failures) if nj > 1 else ""))
     _merge_parts(data_dir, prefixes, config, lengths_only=lengths_only)
     _remove_old_archives(feat_dir, base, keep=[] if lengths_only else prefixes)
     logger.info("%s: %s for %d utterances (%d failed)%s", data_dir, "lengths" if lengths_only else "features", done,

@@ -48,7 +48,8 @@ def test_a_failed_job_fails_the_step_and_the_rerun_runs_only_it(tmp_path, nine_u
     with pytest.raises(FeatureExtractionError) as error:
         make_features(nine_utts, CONFIG, tmp_path / "fbank", nj=3, log_dir=tmp_path / "log")
     message = str(error.value)
-    assert "6 of 9" in message and f"job 2: {tmp_path / 'log' / 'make_fbank_set.2.log'}" in message
+    assert "6 of 9" in message and f"job 2: see {tmp_path / 'log' / 'make_fbank_set.2.log'}" in message
+    assert "its last lines:" in message and "no features for" in message
     assert "job 1" not in message and "job 3" not in message
     log = (tmp_path / "log" / "make_fbank_set.2.log").read_text()
     assert "no features for" in log and "# ended (code 0)" in log  # a job process, with Kaldi's log footer

@@ -1,4 +1,5 @@
-"""Stages 1, 2 and 4 of the tiny mini recipe on a real one-node Slurm (``--cmd slurm`` from ``cmd.sh``).
+"""The recipe stages on a real one-node Slurm (``--cmd slurm`` from ``cmd.sh``): 1, 2 and 4 of the tiny
+mini recipe, and stage 3 as one Slurm job.
 
 The recipe folder here holds the tiny recipe's data dirs (their own files, no features) and
 its trained model; its ``cmd.sh`` sends every parallel step to Slurm. Outputs must equal
@@ -17,11 +18,13 @@ from pathlib import Path
 import kaldiio
 import numpy as np
 import pytest
+import yaml
 
 from spk.augment.offline import speed_perturb_data_dir
 from spk.data import read_kv, subset_data_dir
 from spk.features import FeatureConfig
 from spk.make_features import make_features
+from tests.test_trainer import corpus, speaker_styles, write_feature_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE_FILES = ("wav.scp", "utt2spk", "spk2utt", "trials", "spk2gender", "utt2uniq")
@@ -116,7 +119,7 @@ def test_a_failed_slurm_job_fails_the_stage_and_only_it_is_resubmitted(slurm_rec
     failed = stages(slurm_recipe, "--stage", "1", "--stop-stage", "1", "--test-sets", "test_bad")
     assert failed.returncode != 0
     log = "exp/make_features/log/make_fbank_test_bad.2.log"  # relative to the recipe folder, as given
-    assert f"job 2: {log}" in failed.stderr and "job 1:" not in failed.stderr
+    assert f"job 2: see {log}; its last lines:" in failed.stderr and "job 1:" not in failed.stderr
     assert "no features for" in (slurm_recipe / log).read_text()
 
     original = read_kv(slurm_recipe / "data/test/wav.scp")
@@ -126,3 +129,21 @@ def test_a_failed_slurm_job_fails_the_stage_and_only_it_is_resubmitted(slurm_rec
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "1 of 2 jobs already done; running job(s) 2" in rerun.stderr and "--array=2 " in rerun.stderr
     assert_same_features(bad, slurm_recipe / "data/test")
+
+
+def test_stage_3_trains_as_one_slurm_job(slurm, tmp_path):
+    """srun starts spk train-launch --slurm on the job's node, which runs torchrun with c10d there."""
+    for name in ("path.sh", "steps", "conf", "local"):
+        os.symlink(ROOT / "recipes/mini" / name, tmp_path / name)
+    (tmp_path / "cmd.sh").write_text('cpu_cmd="slurm"\n')
+    write_feature_dir(tmp_path / "data/train_egs/train", corpus(3, 4, seed=5), speaker_styles(3), seed=5)
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump({"encoder_conf": {"hidden_size": 8, "num_layers": 1},
+                                                         "embedding_dim": 8, "epochs": 1, "batch_size": 4,
+                                                         "chunk_frames": [20, 40]}))
+    (tmp_path / "features.yaml").write_text(yaml.safe_dump({"kind": "fbank", "num_mel_bins": 20}))
+    result = stages(tmp_path, "--stage", "3", "--stop-stage", "3", "--feature-config", "features.yaml")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "sbatch --wait --job-name spk-train-tiny --nodes 1 --ntasks-per-node 1" in result.stderr
+    train_log = (tmp_path / "exp/tiny/log/train.log").read_text()
+    assert "wrote exp/tiny/models/final.pt" in train_log
+    assert "--rdzv-backend" not in result.stderr  # the endpoint comes from the Slurm job, inside it

@@ -112,12 +112,17 @@ def run_step(step: ParallelStep, command: JobCommand, *, threads_per_job: int = 
 
 
 def _failure_report(step: ParallelStep, failed: list[int]) -> str:
-    parts = [f"{step.name}: {len(failed)} of {step.num_jobs} job(s) failed"]
-    for job in failed:
+    return "\n".join([f"{step.name}: {len(failed)} of {step.num_jobs} job(s) failed", describe_jobs(step, failed),
+                      "Fix the cause and run the same command again: only the failed job(s) run again."])
+
+
+def describe_jobs(step: ParallelStep, jobs: list[int]) -> str:
+    """Each job's log path and last lines, for an error message."""
+    parts = []
+    for job in jobs:
         log = step.log(job)
         tail = _last_lines(log) if log.is_file() else ["(no log was written: the job did not start)"]
         parts.append(f"job {job}: see {log}; its last lines:\n" + "\n".join("    " + line for line in tail))
-    parts.append("Fix the cause and run the same command again: only the failed job(s) run again.")
     return "\n".join(parts)
 
 
