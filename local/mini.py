@@ -48,7 +48,7 @@ from local.mini_text import SentenceGenerator
 from local.trials import make_trials
 from spk.augment import simulate
 from spk.data.staging import swap_into_place
-from spk.jobs import JobCommandError, JobsFailed, ParallelStep, parse_job_command, run_step
+from spk.jobs import JobError, ParallelStep, parse_job_command, run_step
 
 logger = logging.getLogger("local.mini")  # also when run as __main__
 
@@ -426,6 +426,6 @@ def command(corpus_dir: str, data_dir: str, num_train_speakers: int, num_test_sp
     with prep_errors():
         try:
             generate_corpus(Path(corpus_dir), config, nj=nj, cmd=cmd)
-        except (FileExistsError, JobsFailed, JobCommandError) as err:
+        except (FileExistsError, JobError) as err:
             raise click.ClickException(str(err)) from None
         prepare_data_dirs(Path(corpus_dir), Path(data_dir), seed=seed)

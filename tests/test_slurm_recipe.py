@@ -147,3 +147,17 @@ def test_stage_3_trains_as_one_slurm_job(slurm, tmp_path):
     train_log = (tmp_path / "exp/tiny/log/train.log").read_text()
     assert "wrote exp/tiny/models/final.pt" in train_log
     assert "--rdzv-backend" not in result.stderr  # the endpoint comes from the Slurm job, inside it
+
+
+def test_a_refused_submission_is_a_clear_error(slurm, tmp_path):
+    from click.testing import CliRunner
+
+    from spk.cli import main
+    from tests.test_features import chirp_int16, make_data_dir
+
+    data = make_data_dir(tmp_path, {f"spk{i}-utt{i}": chirp_int16(0.2, seed=i) for i in range(2)})
+    result = CliRunner().invoke(main, ["features", "--feat-dir", str(tmp_path / "fbank"), "--nj", "2",
+                                       "--cmd", "slurm --partition=no_such_partition", str(data)])
+    assert result.exit_code == 1 and "sbatch refused the job array" in result.output, result.output
+    assert "no_such_partition" in result.output or "partition" in result.output.lower()
+    assert not (data / "feats.scp").exists()

@@ -19,11 +19,11 @@ def _reported_as_click_errors() -> Iterator[None]:
     """Turn the errors a user can fix (options, data dirs, audio) into a clean ``Error: ...`` and exit status 1."""
     from spk.audio import AudioError
     from spk.data import DataDirError, DataDirUsageError
-    from spk.jobs import JobsFailed
+    from spk.jobs import JobError
 
     try:
         yield
-    except (DataDirError, DataDirUsageError, AudioError, JobsFailed) as error:
+    except (DataDirError, DataDirUsageError, AudioError, JobError) as error:
         raise click.ClickException(str(error)) from error
 
 

@@ -8,7 +8,7 @@ import click
 
 from spk.bin.job_options import job_options
 from spk.data import DataDirError, validate_data_dir
-from spk.jobs import JobsFailed
+from spk.jobs import JobError
 
 
 @click.command("embed")
@@ -44,7 +44,7 @@ def embed(exp_dir, data_dirs, out_dirs, device, chunk_seconds, chunk_overlap, nj
             extract_embeddings(Path(exp_dir), Path(data_dir), Path(out_dir), device=device,
                                chunk_seconds=chunk_seconds, chunk_overlap=chunk_overlap or 0.0, nj=nj, cmd=cmd,
                                log_dir=Path(log_dir) if log_dir else None)
-    except (DataDirError, FileNotFoundError, ValueError, JobsFailed) as error:
+    except (DataDirError, FileNotFoundError, ValueError, JobError) as error:
         raise click.ClickException(str(error)) from None
 
 

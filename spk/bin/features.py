@@ -9,7 +9,7 @@ import click
 from spk.data import DataDirError, validate_data_dir
 from spk.features import FeatureConfig, FeatureConfigError
 from spk.bin.job_options import job_options
-from spk.jobs import JobsFailed
+from spk.jobs import JobError
 from spk.make_features import FeatureExtractionError, make_features
 
 
@@ -37,5 +37,5 @@ def features(data_dirs, config_path, feat_dir, nj, cmd, log_dir, force, compress
             validate_data_dir(data_dir)
             make_features(Path(data_dir), config, Path(feat_dir), nj=nj, force=force, compress=compress,
                           lengths_only=lengths_only, cmd=cmd, log_dir=Path(log_dir) if log_dir else None)
-    except (DataDirError, FeatureConfigError, FeatureExtractionError, JobsFailed) as error:
+    except (DataDirError, FeatureConfigError, FeatureExtractionError, JobError) as error:
         raise click.ClickException(str(error)) from None

@@ -20,7 +20,7 @@ Outputs do not depend on the backend: the same code runs each job.
 - :mod:`spk.jobs.tasks`: the registry of job functions a spec may name.
 """
 
-from spk.jobs.backends import JobCommand, JobCommandError, parse_job_command
+from spk.jobs.backends import JobCommand, JobCommandError, JobError, parse_job_command
 from spk.jobs.step import JobsFailed, ParallelStep, run_step
 
-__all__ = ["JobCommand", "JobCommandError", "JobsFailed", "ParallelStep", "parse_job_command", "run_step"]
+__all__ = ["JobCommand", "JobCommandError", "JobError", "JobsFailed", "ParallelStep", "parse_job_command", "run_step"]

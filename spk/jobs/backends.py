@@ -33,8 +33,12 @@ BACKENDS = ("local", "slurm")
 JOB_ENTRY = [sys.executable, "-m", "spk.jobs.run"]
 
 
-class JobCommandError(ValueError):
-    """A job command that names no known backend, or options the backend cannot take."""
+class JobError(RuntimeError):
+    """Jobs that could not run or did not end well; the message says which and what to do."""
+
+
+class JobCommandError(JobError, ValueError):
+    """A job command that names no known backend, options the backend cannot take, or a refused submission."""
 
 
 @dataclass(frozen=True)

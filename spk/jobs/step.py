@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from spk.jobs.backends import JobCommand, log_path, run_jobs
+from spk.jobs.backends import JobCommand, JobError, log_path, run_jobs
 from spk.jobs.tasks import task_function
 
 logger = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 LOG_LINES_SHOWN = 12
 
 
-class JobsFailed(RuntimeError):
+class JobsFailed(JobError):
     """Jobs of a step failed; the message names each one's log and shows its last lines."""
 
 

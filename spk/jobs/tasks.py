@@ -16,6 +16,7 @@ TASKS = {
     "augment": ("spk.augment.offline", "augment_job"),
     "embed": ("spk.embed", "embed_job"),
     "mini-synthesis": ("local.mini", "synthesis_job"),
+    "durations": ("local.corpus", "durations_job"),
 }
 
 
