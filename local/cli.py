@@ -19,6 +19,7 @@ import click
 from local.corpus import CorpusError
 from local.download import DownloadError
 from spk.data import DataDirError, DataDirUsageError
+from spk.jobs import JobCommandError, JobError, parse_job_command
 
 __all__ = ["COMMAND_SETTINGS", "CORPORA", "prep_errors", "prep_options", "prepare", "required_switch", "words"]
 
@@ -63,6 +64,14 @@ def words(_ctx: click.Context | None, _param: click.Parameter | None, value: str
     return tuple(word for word in re.split(r"[,\s]+", value or "") if word)
 
 
+def _check_command(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    try:
+        parse_job_command(value)
+    except JobCommandError as error:
+        raise click.BadParameter(str(error).removeprefix(f"--cmd {value!r}: ")) from None
+    return value
+
+
 def _given(ctx: click.Context, param: click.Parameter, value: bool | None) -> bool:
     if value is None:  # click does not enforce `required` on a --x/--no-x switch
         raise click.MissingParameter(ctx=ctx, param=param)
@@ -79,15 +88,16 @@ def prep_errors() -> Iterator[None]:
     """Turn the errors a user can fix into a one-message exit."""
     try:
         yield
-    except (CorpusError, DownloadError, DataDirError, DataDirUsageError) as error:
+    except (CorpusError, DownloadError, DataDirError, DataDirUsageError, JobError) as error:
         raise click.ClickException(str(error)) from None
 
 
 def prep_options(*, corpus_help: str | None = None, max_targets_per_speaker: int | None = None,
-                 seed: bool = True) -> Callable:
+                 seed: bool = True, jobs: bool = False) -> Callable:
     """The options the preparation commands share: ``--corpus-dir`` (when ``corpus_help`` says what it
     holds), ``--data-dir``, ``--max-targets-per-speaker`` (with this default) for those that make trials,
-    and ``--seed`` (required: the recipes set it) for those that draw speakers and trials."""
+    ``--seed`` (required: the recipes set it) for those that draw speakers and trials, and with ``jobs``
+    ``--nj`` and ``--cmd`` (passed as ``nj``, ``cmd``) for those that read the audio files' headers."""
     options = [click.option("--data-dir", type=click.Path(file_okay=False), required=True,
                             help="Where the data dirs go.")]
     if corpus_help is not None:
@@ -98,6 +108,14 @@ def prep_options(*, corpus_help: str | None = None, max_targets_per_speaker: int
                                     help="At most this many target trials per test speaker (0: no limit)."))
     if seed:
         options.append(click.option("--seed", type=int, required=True, help="Seed of every random choice."))
+    if jobs:
+        options.append(click.option("--nj", default=1, show_default=True, type=click.IntRange(min=1),
+                                    help="Parallel jobs reading the audio files' headers (for their durations)."))
+        options.append(click.option("--cmd", default="local", show_default=True, callback=_check_command,
+                                    envvar="SPK_CMD",
+                                    help="Where those jobs run: 'local' (processes here) or 'slurm [sbatch "
+                                         "options]'; their work folder and logs are in DATA_DIR/.durations-* "
+                                         "(removed when all ended well) [env: SPK_CMD]."))
 
     def decorate(command: Callable) -> Callable:
         for option in reversed(options):

@@ -13,8 +13,12 @@ to put it.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
+import shutil
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -22,8 +26,8 @@ from pathlib import Path
 
 import soundfile as sf
 
-__all__ = ["CorpusError", "SkipLog", "Utterance", "audio_duration", "by_speaker", "cut_into_segments",
-           "file_problem", "segment_times", "whole_file"]
+__all__ = ["CorpusError", "SkipLog", "Utterance", "audio_duration", "audio_durations", "by_speaker",
+           "cut_into_segments", "durations_job", "durations_work_dir", "file_problem", "segment_times", "whole_file"]
 
 logger = logging.getLogger("local.corpus")
 
@@ -147,6 +151,113 @@ def audio_duration(path: Path) -> tuple[float | None, str | None]:
     if info.frames <= 0 or info.samplerate <= 0:
         return None, "the audio has no samples"
     return info.frames / info.samplerate, None
+
+
+def audio_durations(paths: list[Path], *, nj: int = 1, cmd: str | None = None, work_dir: Path | None = None,
+                    log_dir: Path | None = None, progress: bool = True,
+                    desc: str = "reading files") -> list[tuple[float | None, str | None]]:
+    """:func:`audio_duration` of each of ``paths``, in their order; read by ``nj`` parallel jobs if asked.
+
+    With one job and the local job command (``cmd`` None or ``"local"``) the headers are
+    read here, in a loop (``desc`` names its progress bar), and nothing is written. Else the
+    reads run as a step of :mod:`spk.jobs` (task ``durations``) in ``<work_dir>/.durations-<hash>``,
+    a folder named after the list of files (and the current folder, against which relative
+    paths are read): the list is written there once, job ``J`` reads its contiguous share
+    and writes ``durations.<J>.tsv``, and the folder is removed once every job ended well.
+    After a failure it stays (with the jobs' logs, unless ``log_dir`` puts them elsewhere),
+    so running the preparation again runs only the failed jobs. Raises
+    :class:`~spk.jobs.JobsFailed` when a job fails.
+    """
+    from spk.jobs import ParallelStep, parse_job_command, run_step
+
+    paths = list(paths)
+    command = parse_job_command(cmd)
+    nj = max(1, min(nj, len(paths)))
+    if not paths or (nj == 1 and command.is_local()):
+        from tqdm import tqdm
+
+        return [audio_duration(Path(path)) for path in tqdm(paths, desc=desc, unit="file", disable=not progress)]
+    if work_dir is None:
+        raise ValueError("audio_durations: reading the headers as jobs needs a work_dir (e.g. the data dir)")
+    names = [str(path) for path in paths]
+    bad = next((name for name in names if "\n" in name or "\r" in name), None)
+    if bad is not None:
+        raise CorpusError(f"{bad!r}: a file name with a line break; rename it")
+    work = durations_work_dir(names, work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    listing = work / "files.txt"
+    if not listing.is_file():  # written once: a rerun after a failure finds it
+        tmp = listing.with_suffix(".tmp")
+        with open(tmp, "w", encoding="utf-8", errors="surrogateescape", newline="\n") as handle:
+            handle.writelines(name + "\n" for name in names)
+        tmp.replace(listing)
+    step = ParallelStep(name="durations", task="durations", num_jobs=nj, work_dir=work,
+                        log_dir=Path(log_dir) if log_dir else work / "log",
+                        args={"files": str(listing), "count": len(names)})
+    started = time.monotonic()
+    run_step(step, command)
+    results: list[tuple[float | None, str | None] | None] = [None] * len(names)
+    for job in range(1, nj + 1):
+        for index, result in _read_durations(work / f"durations.{job}.tsv"):
+            results[index] = result
+    missing = sum(result is None for result in results)
+    if missing:  # only a changed work folder can get here: leave it for a look
+        raise CorpusError(f"{work}: the jobs' durations.*.tsv miss {missing} of {len(names)} files; "
+                          f"remove {work} and run again")
+    shutil.rmtree(work)
+    logger.info("%s: %d headers read by %d jobs in %.1f s", desc, len(names), nj, time.monotonic() - started)
+    return results
+
+
+def durations_work_dir(paths: list[Path | str], work_dir: Path) -> Path:
+    """The work folder of :func:`audio_durations` for ``paths``: ``<work_dir>/.durations-<hash>``.
+
+    The hash is of the list (as given, in order) and of the current folder, so a rerun
+    with the same files finds the folder a failed run left.
+    """
+    digest = hashlib.sha256(os.getcwd().encode("utf-8", "surrogateescape"))
+    for path in paths:
+        digest.update(str(path).encode("utf-8", "surrogateescape") + b"\n")
+    return Path(work_dir).absolute() / f".durations-{digest.hexdigest()[:16]}"
+
+
+def durations_job(args: dict, job: int, num_jobs: int) -> None:
+    """Job ``job`` of :func:`audio_durations` (task ``durations``): its contiguous share of the files.
+
+    Writes ``durations.<job>.tsv`` beside the file list, atomically, one line per file:
+    its index in the list, its seconds (empty when not audio) and, JSON-quoted, what is
+    wrong with it (``""`` when nothing is).
+    """
+    listing = Path(args["files"])
+    with open(listing, encoding="utf-8", errors="surrogateescape", newline="\n") as handle:
+        names = [line[:-1] for line in handle]
+    if len(names) != args["count"]:
+        raise CorpusError(f"{listing} lists {len(names)} files, not {args['count']}: remove its folder and run again")
+    first, last = (len(names) * (job - 1)) // num_jobs, (len(names) * job) // num_jobs
+    started = time.monotonic()
+    out = listing.with_name(f"durations.{job}.tsv")
+    tmp = out.with_suffix(".tmp")
+    problems, every = 0, max(1000, (last - first) // 10)  # the log shows how far a long job is
+    with open(tmp, "w", encoding="utf-8", newline="\n") as handle:
+        for index in range(first, last):
+            seconds, problem = audio_duration(Path(names[index]))
+            problems += problem is not None
+            handle.write(f"{index}\t{'' if seconds is None else repr(seconds)}\t{json.dumps(problem or '')}\n")
+            if (index - first + 1) % every == 0 and index + 1 < last:
+                logger.info("job %d: %d of %d files read", job, index - first + 1, last - first)
+    tmp.replace(out)
+    logger.info("job %d: files %d to %d read in %.1f s (%d cannot be used)", job, first + 1, last,
+                time.monotonic() - started, problems)
+
+
+def _read_durations(path: Path) -> list[tuple[int, tuple[float | None, str | None]]]:
+    """The lines of a ``durations.<J>.tsv``, as written by :func:`durations_job`."""
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            index, seconds, problem = line.rstrip("\n").split("\t", 2)
+            rows.append((int(index), (float(seconds) if seconds else None, json.loads(problem) or None)))
+    return rows
 
 
 def segment_times(duration: float, length: float, min_length: float) -> list[tuple[float, float]]:

@@ -45,7 +45,7 @@ from local.corpus import (
     CorpusError,
     SkipLog,
     Utterance,
-    audio_duration,
+    audio_durations,
     by_speaker,
     cut_into_segments,
     whole_file,
@@ -102,14 +102,14 @@ def read_speakers_txt(path: Path) -> dict[str, tuple[str, str]]:
     return speakers
 
 
-def scan_subset(subset_dir: Path, skips: SkipLog, *, progress: bool = True) -> list[Utterance]:
+def scan_subset(subset_dir: Path, skips: SkipLog, *, progress: bool = True, nj: int = 1, cmd: str | None = None,
+                work_dir: Path | None = None) -> list[Utterance]:
     """Every readable ``<spk>/<chapter>/<spk>-<chapter>-<utt>.flac`` of a subset, as whole-file utterances.
 
     Files that do not fit the layout, are empty or are not audio are skipped
-    (named in a warning); transcripts (``*.trans.txt``) are ignored.
+    (named in a warning); transcripts (``*.trans.txt``) are ignored. ``nj`` jobs through
+    ``cmd`` read the headers when asked (see :func:`local.corpus.audio_durations`).
     """
-    from tqdm import tqdm
-
     candidates = []
     for spk_dir in sorted(subset_dir.iterdir()):
         if not (spk_dir.is_dir() and spk_dir.name.isdigit()):
@@ -126,8 +126,9 @@ def scan_subset(subset_dir: Path, skips: SkipLog, *, progress: bool = True) -> l
                 elif not _TRANSCRIPT_NAME.match(path.name):
                     skips.skip(path, f"not a LibriSpeech audio file ({spk_dir.name}-{chapter_dir.name}-NNNN.flac)")
     utterances = []
-    for path in tqdm(candidates, desc=f"reading {subset_dir.name}", unit="file", disable=not progress):
-        duration, problem = audio_duration(path)
+    durations = audio_durations(candidates, nj=nj, cmd=cmd, work_dir=work_dir, progress=progress,
+                                desc=f"reading {subset_dir.name}")
+    for path, (duration, problem) in zip(candidates, durations):
         if problem:
             skips.skip(path, problem)
             continue
@@ -137,9 +138,13 @@ def scan_subset(subset_dir: Path, skips: SkipLog, *, progress: bool = True) -> l
     return utterances
 
 
-def read_corpus(corpus_dir: Path, subsets: tuple[str, ...], *,
-                progress: bool = True) -> tuple[list[Utterance], dict[str, str], dict[str, str]]:
-    """The utterances of ``subsets``, each speaker's subset, and the genders ``SPEAKERS.TXT`` gives."""
+def read_corpus(corpus_dir: Path, subsets: tuple[str, ...], *, progress: bool = True, nj: int = 1,
+                cmd: str | None = None,
+                work_dir: Path | None = None) -> tuple[list[Utterance], dict[str, str], dict[str, str]]:
+    """The utterances of ``subsets``, each speaker's subset, and the genders ``SPEAKERS.TXT`` gives.
+
+    ``nj``, ``cmd`` and ``work_dir`` are for the header reads (see :func:`scan_subset`).
+    """
     skips = SkipLog()
     directories = {subset: find_subset_dir(corpus_dir, subset) for subset in subsets}
     genders = {}
@@ -150,7 +155,7 @@ def read_corpus(corpus_dir: Path, subsets: tuple[str, ...], *,
             logger.warning("%s is missing: speakers' genders are unknown (spk2gender is not written)", speakers_txt)
     utterances, subset_of = [], {}
     for subset, directory in directories.items():
-        found = scan_subset(directory, skips, progress=progress)
+        found = scan_subset(directory, skips, progress=progress, nj=nj, cmd=cmd, work_dir=work_dir)
         for utt in found:
             if subset_of.setdefault(utt.speaker, subset) != subset:
                 raise CorpusError(f"speaker {utt.speaker} is in both {subset_of[utt.speaker]} and {subset}; "
@@ -224,11 +229,12 @@ def plan_sets(utterances: list[Utterance], subset_of: dict[str, str], *, test_su
 def prepare(corpus_dir: str | Path, data_dir: str | Path, *, subsets: tuple[str, ...],
             test_subsets: tuple[str, ...] | None = None, segment_length: float, min_segment_length: float,
             num_test_speakers: int, train_seconds_per_speaker: float, max_targets_per_speaker: int | None = 500,
-            seed: int, progress: bool = True) -> dict[str, DataDirSummary]:
+            seed: int, progress: bool = True, nj: int = 1, cmd: str | None = None) -> dict[str, DataDirSummary]:
     """Write ``train``, ``ident_test`` and ``test`` (with ``trials``) under ``data_dir``; see the module docstring.
 
     ``test_subsets`` default to the ``test-*`` subsets among ``subsets``.
-    ``segment_length`` 0 keeps whole files. Returns the summary of each data dir.
+    ``segment_length`` 0 keeps whole files. ``nj`` jobs through job command ``cmd`` read the
+    audio headers (see :func:`local.corpus.audio_durations`). Returns the summary of each data dir.
     """
     corpus_dir = Path(corpus_dir)
     if segment_length > 0 and not 0 < min_segment_length <= segment_length:
@@ -239,7 +245,8 @@ def prepare(corpus_dir: str | Path, data_dir: str | Path, *, subsets: tuple[str,
     unknown = [s for s in test_subsets if s not in subsets]
     if unknown:
         raise CorpusError(f"--test-subsets {' '.join(unknown)} not among --subsets {' '.join(subsets)}")
-    utterances, subset_of, genders = read_corpus(corpus_dir, subsets, progress=progress)
+    utterances, subset_of, genders = read_corpus(corpus_dir, subsets, progress=progress, nj=nj, cmd=cmd,
+                                                 work_dir=Path(data_dir))
     if segment_length > 0:
         utterances = segment_all(utterances, segment_length, min_segment_length)
         logger.info("cut into %d segments of %g s (a last piece shorter than %g s joins the one before)",
@@ -280,7 +287,7 @@ def download_subsets(subsets: tuple[str, ...], corpus_dir: str | Path, download_
 
 @click.command("librispeech", context_settings=COMMAND_SETTINGS)
 @prep_options(corpus_help="Folder holding LibriSpeech/<subset>/ (downloads are extracted here).",
-              max_targets_per_speaker=500)
+              max_targets_per_speaker=500, jobs=True)
 @click.option("--subsets", required=True, callback=words, help="Subsets to read, separated by spaces or commas.")
 @click.option("--test-subsets", default=None, callback=words,
               help="Subsets whose speakers are held out for trials [default: the test-* ones of --subsets].")
@@ -297,7 +304,7 @@ def download_subsets(subsets: tuple[str, ...], corpus_dir: str | Path, download_
 @click.option("--download-dir", type=click.Path(file_okay=False), default=None,
               help="Where archives go [default: CORPUS_DIR/downloads].")
 def command(corpus_dir, subsets, test_subsets, data_dir, segment_length, min_segment_length, num_test_speakers,
-            train_seconds_per_speaker, max_targets_per_speaker, seed, download, download_dir) -> None:
+            train_seconds_per_speaker, max_targets_per_speaker, seed, download, download_dir, nj, cmd) -> None:
     """LibriSpeech: optionally download the subsets, then write train, ident_test and test (with trials)."""
     with prep_errors():
         if download:
@@ -305,4 +312,4 @@ def command(corpus_dir, subsets, test_subsets, data_dir, segment_length, min_seg
         prepare(corpus_dir, data_dir, subsets=subsets, test_subsets=test_subsets or None,
                 segment_length=segment_length, min_segment_length=min_segment_length,
                 num_test_speakers=num_test_speakers, train_seconds_per_speaker=train_seconds_per_speaker,
-                max_targets_per_speaker=max_targets_per_speaker or None, seed=seed)
+                max_targets_per_speaker=max_targets_per_speaker or None, seed=seed, nj=nj, cmd=cmd)

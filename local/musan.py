@@ -26,7 +26,7 @@ from pathlib import Path
 import click
 
 from local.cli import COMMAND_SETTINGS, prep_errors, prep_options, words
-from local.corpus import CorpusError, SkipLog, Utterance, audio_duration, whole_file
+from local.corpus import CorpusError, SkipLog, Utterance, audio_durations, whole_file
 from local.datadirs import DataSet, write_data_dirs
 from local.download import RemoteFile, fetch_and_extract, on_mirrors
 from spk.data import DataDirSummary
@@ -74,10 +74,12 @@ def read_vocals(path: Path) -> dict[str, bool]:
     return vocals
 
 
-def scan_part(part_dir: Path, skips: SkipLog, *, progress: bool = True) -> list[Utterance]:
-    """Every readable ``<source>/<id>.wav`` of one part (noise, music or speech), each its own speaker."""
-    from tqdm import tqdm
+def scan_part(part_dir: Path, skips: SkipLog, *, progress: bool = True, nj: int = 1, cmd: str | None = None,
+              work_dir: Path | None = None) -> list[Utterance]:
+    """Every readable ``<source>/<id>.wav`` of one part (noise, music or speech), each its own speaker.
 
+    ``nj`` jobs through ``cmd`` read the headers when asked (see :func:`local.corpus.audio_durations`).
+    """
     candidates = []
     for source_dir in sorted(part_dir.iterdir()):
         if not source_dir.is_dir():
@@ -94,8 +96,9 @@ def scan_part(part_dir: Path, skips: SkipLog, *, progress: bool = True) -> list[
             else:
                 candidates.append(path)
     utterances, first = [], {}
-    for path in tqdm(candidates, desc=f"reading {part_dir.name}", unit="file", disable=not progress):
-        duration, problem = audio_duration(path)
+    durations = audio_durations(candidates, nj=nj, cmd=cmd, work_dir=work_dir, progress=progress,
+                                desc=f"reading {part_dir.name}")
+    for path, (duration, problem) in zip(candidates, durations):
         if problem:
             skips.skip(path, problem)
             continue
@@ -109,8 +112,12 @@ def scan_part(part_dir: Path, skips: SkipLog, *, progress: bool = True) -> list[
 
 
 def prepare(corpus_dir: str | Path, data_dir: str | Path, *, parts: tuple[str, ...] = PARTS,
-            music_vocals: bool = True, progress: bool = True) -> dict[str, DataDirSummary]:
-    """Write ``musan_<part>`` for each of ``parts`` under ``data_dir`` (all or nothing); see the module docstring."""
+            music_vocals: bool = True, progress: bool = True, nj: int = 1,
+            cmd: str | None = None) -> dict[str, DataDirSummary]:
+    """Write ``musan_<part>`` for each of ``parts`` under ``data_dir`` (all or nothing); see the module docstring.
+
+    ``nj`` jobs through job command ``cmd`` read the audio headers (see :func:`local.corpus.audio_durations`).
+    """
     unknown = [part for part in parts if part not in PARTS]
     if unknown or not parts:
         raise CorpusError(f"--parts {' '.join(parts)}: choose from {' '.join(PARTS)}")
@@ -122,7 +129,7 @@ def prepare(corpus_dir: str | Path, data_dir: str | Path, *, parts: tuple[str, .
             raise CorpusError(f"{part_dir} is missing: MUSAN is incomplete. Extract {ARCHIVE_NAME} again "
                               "(or leave this part out with --parts)")
         skips = SkipLog()
-        utterances = scan_part(part_dir, skips, progress=progress)
+        utterances = scan_part(part_dir, skips, progress=progress, nj=nj, cmd=cmd, work_dir=Path(data_dir))
         if part == "music" and not music_vocals:
             utterances = _without_vocals(part_dir, utterances)
         skips.summary()
@@ -168,7 +175,7 @@ def download_musan(corpus_dir: str | Path, download_dir: str | Path | None = Non
 
 
 @click.command("musan", context_settings=COMMAND_SETTINGS)
-@prep_options(corpus_help="Folder holding musan/ (the download is extracted here).", seed=False)
+@prep_options(corpus_help="Folder holding musan/ (the download is extracted here).", seed=False, jobs=True)
 @click.option("--parts", default="noise music speech", show_default=True, callback=words,
               help="Parts to prepare, separated by spaces or commas.")
 @click.option("--music-vocals/--no-music-vocals", default=True, show_default=True,
@@ -177,9 +184,9 @@ def download_musan(corpus_dir: str | Path, download_dir: str | Path | None = Non
               help="Download and extract musan.tar.gz (11 GB) from openslr.org first.")
 @click.option("--download-dir", type=click.Path(file_okay=False), default=None,
               help="Where the archive goes [default: CORPUS_DIR/downloads].")
-def command(corpus_dir, data_dir, parts, music_vocals, download, download_dir) -> None:
+def command(corpus_dir, data_dir, parts, music_vocals, download, download_dir, nj, cmd) -> None:
     """MUSAN: optionally download, then write musan_noise, musan_music and musan_speech."""
     with prep_errors():
         if download:
             download_musan(corpus_dir, download_dir)
-        prepare(corpus_dir, data_dir, parts=parts, music_vocals=music_vocals)
+        prepare(corpus_dir, data_dir, parts=parts, music_vocals=music_vocals, nj=nj, cmd=cmd)

@@ -34,7 +34,7 @@ from pathlib import Path, PurePosixPath
 import click
 
 from local.cli import COMMAND_SETTINGS, prep_errors, prep_options, words
-from local.corpus import CorpusError, SkipLog, Utterance, audio_duration, whole_file
+from local.corpus import CorpusError, SkipLog, Utterance, audio_durations, whole_file
 from local.datadirs import DataSet, write_data_dirs
 from local.download import RemoteFile, extract_zip, fetch_and_extract, on_mirrors
 from spk.data import DataDirSummary
@@ -100,10 +100,12 @@ def _resolve(root: Path, list_path: Path, listed: str) -> Path:
     return next((path for path in candidates if path.exists()), candidates[0])
 
 
-def read_list(root: Path, name: str, id_key: str, skips: SkipLog, *, progress: bool = True) -> list[Utterance]:
-    """The usable recordings of one list (see the module docstring), each its own utterance and speaker."""
-    from tqdm import tqdm
+def read_list(root: Path, name: str, id_key: str, skips: SkipLog, *, progress: bool = True, nj: int = 1,
+              cmd: str | None = None, work_dir: Path | None = None) -> list[Utterance]:
+    """The usable recordings of one list (see the module docstring), each its own utterance and speaker.
 
+    ``nj`` jobs through ``cmd`` read the headers when asked (see :func:`local.corpus.audio_durations`).
+    """
     list_path = root / name
     entries, seen = [], {}
     for number, line in enumerate(list_path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
@@ -126,8 +128,9 @@ def read_list(root: Path, name: str, id_key: str, skips: SkipLog, *, progress: b
         entries.append((rec_id, options.get("room-id") or options.get("room-linkage") or rec_id,
                         _resolve(root, list_path, listed), where))
     utterances = []
-    for rec_id, session, path, where in tqdm(entries, desc=f"reading {name}", unit="file", disable=not progress):
-        duration, problem = audio_duration(path)
+    durations = audio_durations([entry[2] for entry in entries], nj=nj, cmd=cmd, work_dir=work_dir,
+                                progress=progress, desc=f"reading {name}")
+    for (rec_id, session, path, where), (duration, problem) in zip(entries, durations):
         if problem:
             skips.skip(path, f"{problem} (listed in {where})")
             continue
@@ -146,8 +149,11 @@ def _warn_unlisted(folder: Path, used: set[str], name: str) -> None:
 
 
 def prepare(corpus_dir: str | Path, data_dir: str | Path, *, sets: tuple[str, ...] = tuple(SETS),
-            progress: bool = True) -> dict[str, DataDirSummary]:
-    """Write each of ``sets`` (names of :data:`SETS`) under ``data_dir``, all or nothing; see the module docstring."""
+            progress: bool = True, nj: int = 1, cmd: str | None = None) -> dict[str, DataDirSummary]:
+    """Write each of ``sets`` (names of :data:`SETS`) under ``data_dir``, all or nothing; see the module docstring.
+
+    ``nj`` jobs through job command ``cmd`` read the audio headers (see :func:`local.corpus.audio_durations`).
+    """
     unknown = [name for name in sets if name not in SETS]
     if unknown or not sets:
         raise CorpusError(f"--sets {' '.join(sets)}: choose from {' '.join(SETS)}")
@@ -159,7 +165,8 @@ def prepare(corpus_dir: str | Path, data_dir: str | Path, *, sets: tuple[str, ..
             raise CorpusError(f"{root / list_name} is missing: RIRS_NOISES is incomplete. Unzip {ARCHIVE_NAME} "
                               "again (or leave this set out with --sets)")
         skips = SkipLog()
-        utterances = read_list(root, list_name, id_key, skips, progress=progress)
+        utterances = read_list(root, list_name, id_key, skips, progress=progress, nj=nj, cmd=cmd,
+                               work_dir=Path(data_dir))
         skips.summary()
         if not utterances:
             raise CorpusError(f"{root / list_name}: none of the listed files is usable audio; unzip "
@@ -192,16 +199,17 @@ def download_rirs_noises(corpus_dir: str | Path, download_dir: str | Path | None
 
 
 @click.command("rirs_noises", context_settings=COMMAND_SETTINGS)
-@prep_options(corpus_help="Folder holding RIRS_NOISES/ (the download is unzipped here).", seed=False)
+@prep_options(corpus_help="Folder holding RIRS_NOISES/ (the download is unzipped here).", seed=False,
+              jobs=True)
 @click.option("--sets", default=" ".join(SETS), show_default=True, callback=words,
               help="Data dirs to write, separated by spaces or commas.")
 @click.option("--download/--no-download", default=False, show_default=True,
               help="Download and unzip rirs_noises.zip (1.3 GB) from openslr.org first.")
 @click.option("--download-dir", type=click.Path(file_okay=False), default=None,
               help="Where the archive goes [default: CORPUS_DIR/downloads].")
-def command(corpus_dir, data_dir, sets, download, download_dir) -> None:
+def command(corpus_dir, data_dir, sets, download, download_dir, nj, cmd) -> None:
     """RIRS_NOISES: optionally download, then write one data dir per set of room impulse responses or noises."""
     with prep_errors():
         if download:
             download_rirs_noises(corpus_dir, download_dir)
-        prepare(corpus_dir, data_dir, sets=sets)
+        prepare(corpus_dir, data_dir, sets=sets, nj=nj, cmd=cmd)

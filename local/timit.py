@@ -31,7 +31,7 @@ from pathlib import Path
 import click
 
 from local.cli import COMMAND_SETTINGS, prep_errors, prep_options, required_switch
-from local.corpus import CorpusError, SkipLog, Utterance, audio_duration, by_speaker, whole_file
+from local.corpus import CorpusError, SkipLog, Utterance, audio_durations, by_speaker, whole_file
 from local.datadirs import DataSet, write_data_dirs
 from local.splits import split_by_count
 from local.trials import make_trials
@@ -75,10 +75,12 @@ def _has_folder(folder: Path, name: str) -> bool:
     return child is not None and child.is_dir()
 
 
-def scan_part(part_dir: Path, skips: SkipLog, *, include_sa: bool, progress: bool = True) -> list[Utterance]:
-    """Every readable sentence of ``TRAIN`` or ``TEST``; odd names, empty and non-audio files are skipped."""
-    from tqdm import tqdm
+def scan_part(part_dir: Path, skips: SkipLog, *, include_sa: bool, progress: bool = True, nj: int = 1,
+              cmd: str | None = None, work_dir: Path | None = None) -> list[Utterance]:
+    """Every readable sentence of ``TRAIN`` or ``TEST``; odd names, empty and non-audio files are skipped.
 
+    ``nj`` jobs through ``cmd`` read the headers when asked (see :func:`local.corpus.audio_durations`).
+    """
     candidates: list[tuple[str, str, Path]] = []
     seen: dict[tuple[str, str], Path] = {}
     for dialect_dir in sorted(part_dir.iterdir()):
@@ -103,9 +105,9 @@ def scan_part(part_dir: Path, skips: SkipLog, *, include_sa: bool, progress: boo
                 elif not _ANNOTATION.match(path.name):
                     skips.skip(path, "not a TIMIT sentence file (like SI1027.WAV)")
     utterances = []
-    for speaker, sentence, path in tqdm(candidates, desc=f"reading {part_dir.name}", unit="file",
-                                        disable=not progress):
-        duration, problem = audio_duration(path)
+    durations = audio_durations([path for _, _, path in candidates], nj=nj, cmd=cmd, work_dir=work_dir,
+                                progress=progress, desc=f"reading {part_dir.name}")
+    for (speaker, sentence, path), (duration, problem) in zip(candidates, durations):
         if problem:
             skips.skip(path, problem)
             continue
@@ -114,16 +116,19 @@ def scan_part(part_dir: Path, skips: SkipLog, *, include_sa: bool, progress: boo
     return utterances
 
 
-def read_timit(corpus_dir: Path, *, include_sa: bool = False,
-               progress: bool = True) -> dict[str, list[Utterance]]:
+def read_timit(corpus_dir: Path, *, include_sa: bool = False, progress: bool = True, nj: int = 1,
+               cmd: str | None = None, work_dir: Path | None = None) -> dict[str, list[Utterance]]:
     """``{"train": [...], "test": [...]}``: the usable sentences of each part.
+
+    ``nj``, ``cmd`` and ``work_dir`` are for the header reads (see :func:`scan_part`).
 
     Raises CorpusError when the corpus is not there (saying how to get it), when
     a speaker appears twice, or when a part has no usable sentence.
     """
     root = find_timit_root(corpus_dir)
     skips = SkipLog()
-    parts = {part: scan_part(child_ignoring_case(root, part), skips, include_sa=include_sa, progress=progress)
+    parts = {part: scan_part(child_ignoring_case(root, part), skips, include_sa=include_sa, progress=progress,
+                             nj=nj, cmd=cmd, work_dir=work_dir)
              for part in PARTS}
     skips.summary()
     folders: dict[str, Path] = {}
@@ -141,13 +146,16 @@ def read_timit(corpus_dir: Path, *, include_sa: bool = False,
 
 def prepare(corpus_dir: str | Path, data_dir: str | Path, *, include_sa: bool, num_train_sentences: int = 5,
             num_test_sentences: int = 3, max_targets_per_speaker: int | None = 500, seed: int,
-            progress: bool = True) -> dict[str, DataDirSummary]:
+            progress: bool = True, nj: int = 1, cmd: str | None = None) -> dict[str, DataDirSummary]:
     """Write ``train``, ``ident_test`` and ``test`` (with ``trials``) under ``data_dir``; see the module docstring.
 
     A training speaker with fewer than ``num_train_sentences`` + 1 usable
-    sentences is left out of identification with a warning. Returns the summary of each data dir.
+    sentences is left out of identification with a warning. ``nj`` jobs through job
+    command ``cmd`` read the audio headers (see :func:`local.corpus.audio_durations`).
+    Returns the summary of each data dir.
     """
-    parts = read_timit(Path(corpus_dir), include_sa=include_sa, progress=progress)
+    parts = read_timit(Path(corpus_dir), include_sa=include_sa, progress=progress, nj=nj, cmd=cmd,
+                       work_dir=Path(data_dir))
     train, ident, left_out = [], [], []
     for speaker, utts in by_speaker(parts["train"]).items():
         split = split_by_count(utts, seed, num_train=num_train_sentences, num_held_out=num_test_sentences)
@@ -169,15 +177,17 @@ def prepare(corpus_dir: str | Path, data_dir: str | Path, *, include_sa: bool, n
 
 
 @click.command("timit", context_settings=COMMAND_SETTINGS)
-@prep_options(corpus_help="Folder holding TRAIN/ and TEST/ (LDC93S1; any case).", max_targets_per_speaker=500)
+@prep_options(corpus_help="Folder holding TRAIN/ and TEST/ (LDC93S1; any case).", max_targets_per_speaker=500,
+              jobs=True)
 @required_switch("include-sa", "Keep the two SA sentences (the same text for every speaker).")
 @click.option("--train-sentences", default=5, show_default=True,
               help="Sentences per training speaker for training (identification protocol).")
 @click.option("--test-sentences", default=3, show_default=True,
               help="Held-out sentences per training speaker for identification.")
-def command(corpus_dir, data_dir, include_sa, train_sentences, test_sentences, max_targets_per_speaker, seed) -> None:
+def command(corpus_dir, data_dir, include_sa, train_sentences, test_sentences, max_targets_per_speaker, seed, nj,
+            cmd) -> None:
     """TIMIT: write train, ident_test and test (with trials)."""
     with prep_errors():
         prepare(corpus_dir, data_dir, include_sa=include_sa, num_train_sentences=train_sentences,
                 num_test_sentences=test_sentences, max_targets_per_speaker=max_targets_per_speaker or None,
-                seed=seed)
+                seed=seed, nj=nj, cmd=cmd)

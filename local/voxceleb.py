@@ -41,7 +41,7 @@ from pathlib import Path
 import click
 
 from local.cli import COMMAND_SETTINGS, prep_errors, prep_options, required_switch, words
-from local.corpus import CorpusError, SkipLog, Utterance, audio_duration, file_problem, whole_file
+from local.corpus import CorpusError, SkipLog, Utterance, audio_durations, file_problem, whole_file
 from local.datadirs import DataSet, write_data_dirs
 from local.download import DownloadError, RemoteFile, download_file, on_mirrors
 from spk.data import DataDirSummary, Trial
@@ -94,12 +94,14 @@ def audio_roots(corpus_dir: Path, folder: str, layouts: Iterable[str]) -> list[P
     return [root for root in (Path(corpus_dir) / layout / folder for layout in layouts) if root.is_dir()]
 
 
-def scan_audio(roots: list[Path], extension: str, skips: SkipLog, *, progress: bool = True) -> dict[str, Utterance]:
+def scan_audio(roots: list[Path], extension: str, skips: SkipLog, *, progress: bool = True, nj: int = 1,
+               cmd: str | None = None, work_dir: Path | None = None) -> dict[str, Utterance]:
     """``<spk>/<video>/<nnnnn>.<extension>`` under each root, by that relative path.
 
-    wav files get their duration from the header (unreadable ones are skipped);
-    m4a files are only checked for being there and non-empty, and are read
-    through an ffmpeg pipe. Other files are skipped with a warning.
+    wav files get their duration from the header (unreadable ones are skipped), read by
+    ``nj`` jobs through job command ``cmd`` when asked (see :func:`local.corpus.audio_durations`,
+    whose work folder goes into ``work_dir``); m4a files are only checked for being there
+    and non-empty, and are read through an ffmpeg pipe. Other files are skipped with a warning.
     """
     from tqdm import tqdm
 
@@ -120,12 +122,15 @@ def scan_audio(roots: list[Path], extension: str, skips: SkipLog, *, progress: b
                     else:
                         found.append((relative, path))
     index: dict[str, Utterance] = {}
-    for relative, path in tqdm(found, desc=f"reading {extension} files", unit="file", disable=not progress):
-        if extension == "wav":
-            duration, problem, source = *audio_duration(path), None
-        else:
-            duration, problem = None, file_problem(path)
-            source = FFMPEG_PIPE.format(path=shlex.quote(os.path.abspath(path)))
+    desc = f"reading {extension} files"
+    if extension == "wav":
+        durations = audio_durations([path for _, path in found], nj=nj, cmd=cmd, work_dir=work_dir,
+                                    progress=progress, desc=desc)
+    else:
+        durations = [(None, file_problem(path))
+                     for _, path in tqdm(found, desc=desc, unit="file", disable=not progress)]
+    for (relative, path), (duration, problem) in zip(found, durations):
+        source = None if extension == "wav" else FFMPEG_PIPE.format(path=shlex.quote(os.path.abspath(path)))
         if problem:
             skips.skip(path, problem)
             continue
@@ -252,10 +257,12 @@ def training_set(train_on: tuple[str, ...], vox1: dict[str, Utterance], vox2: di
 
 def prepare(data_dir: str | Path, *, vox1_dir: str | Path | None = None, vox2_dir: str | Path | None = None,
             meta_dir: str | Path | None = None, trial_lists: tuple[str, ...], train_on: tuple[str, ...], iden: bool,
-            keep_test_speakers: bool = False, progress: bool = True) -> dict[str, DataDirSummary]:
+            keep_test_speakers: bool = False, progress: bool = True, nj: int = 1,
+            cmd: str | None = None) -> dict[str, DataDirSummary]:
     """Write the data dirs the module docstring lists under ``data_dir``; returns their summaries.
 
     ``meta_dir`` holds the trial lists and ``iden_split.txt`` (default ``vox1_dir/meta``).
+    ``nj`` jobs through job command ``cmd`` read the wav headers (see :func:`local.corpus.audio_durations`).
     """
     _check_choices(trial_lists, TRIAL_LISTS, "--trial-lists")
     needs_vox1 = bool(trial_lists) or iden or "vox1_dev" in train_on
@@ -265,8 +272,9 @@ def prepare(data_dir: str | Path, *, vox1_dir: str | Path | None = None, vox2_di
         raise CorpusError("training on vox2_dev needs --vox2-dir (or choose --train-on vox1_dev)")
     meta = Path(meta_dir) if meta_dir is not None else Path(vox1_dir or ".") / "meta"
     skips = SkipLog()
-    vox1 = _read_audio(vox1_dir, "wav", ("", "dev", "test"), skips, progress) if needs_vox1 else {}
-    vox2 = _read_audio(vox2_dir, "aac", ("dev", ""), skips, progress) if "vox2_dev" in train_on else {}
+    jobs = {"progress": progress, "nj": nj, "cmd": cmd, "work_dir": Path(data_dir)}
+    vox1 = _read_audio(vox1_dir, "wav", ("", "dev", "test"), skips, **jobs) if needs_vox1 else {}
+    vox2 = _read_audio(vox2_dir, "aac", ("dev", ""), skips, **jobs) if "vox2_dev" in train_on else {}
     skips.summary()
     if vox2 and shutil.which("ffmpeg") is None:
         logger.warning("ffmpeg is not on PATH: VoxCeleb2's m4a files are read through it from stage 1 on; "
@@ -283,12 +291,12 @@ def prepare(data_dir: str | Path, *, vox1_dir: str | Path | None = None, vox2_di
 
 
 def _read_audio(corpus_dir: str | Path, folder: str, layouts: tuple[str, ...], skips: SkipLog,
-                progress: bool) -> dict[str, Utterance]:
+                **scan_options) -> dict[str, Utterance]:
     roots = audio_roots(Path(corpus_dir), folder, layouts)
     if not roots:
         looked = ", ".join(str(Path(corpus_dir) / layout / folder) for layout in layouts)
         raise CorpusError(f"no VoxCeleb audio in {corpus_dir} (looked for {looked}). " + HOW_TO_GET)
-    index = scan_audio(roots, "wav" if folder == "wav" else "m4a", skips, progress=progress)
+    index = scan_audio(roots, "wav" if folder == "wav" else "m4a", skips, **scan_options)
     logger.info("%s: %d files of %d speakers", ", ".join(map(str, roots)), len(index),
                 len({u.speaker for u in index.values()}))
     return index
@@ -324,7 +332,7 @@ def download_meta(trial_lists: tuple[str, ...], meta_dir: str | Path, *, iden: b
 
 
 @click.command("voxceleb", context_settings=COMMAND_SETTINGS)
-@prep_options(seed=False)
+@prep_options(seed=False, jobs=True)
 @click.option("--vox1-dir", type=click.Path(file_okay=False), default=None,
               help="VoxCeleb1: holds wav/<spk>/<video>/<n>.wav (or dev/wav, test/wav).")
 @click.option("--vox2-dir", type=click.Path(file_okay=False), default=None,
@@ -339,11 +347,12 @@ def download_meta(trial_lists: tuple[str, ...], meta_dir: str | Path, *, iden: b
 @click.option("--keep-test-speakers/--no-keep-test-speakers", default=False, show_default=True,
               help="Keep the trial lists' speakers in training (not speaker-independent).")
 @required_switch("download", "Download the trial lists (and iden_split.txt) first; the audio needs a request.")
-def command(vox1_dir, vox2_dir, meta_dir, data_dir, trial_lists, train_on, iden, keep_test_speakers, download) -> None:
+def command(vox1_dir, vox2_dir, meta_dir, data_dir, trial_lists, train_on, iden, keep_test_speakers, download, nj,
+            cmd) -> None:
     """VoxCeleb: optionally download the lists, then write the training set, one set per trial list and/or
     the identification split."""
     with prep_errors():
         if download:
             download_meta(trial_lists, meta_dir or Path(vox1_dir or ".") / "meta", iden=iden)
         prepare(data_dir, vox1_dir=vox1_dir, vox2_dir=vox2_dir, meta_dir=meta_dir, trial_lists=trial_lists,
-                train_on=train_on, iden=iden, keep_test_speakers=keep_test_speakers)
+                train_on=train_on, iden=iden, keep_test_speakers=keep_test_speakers, nj=nj, cmd=cmd)
