@@ -19,7 +19,8 @@ import click
 from local.corpus import CorpusError
 from local.download import DownloadError
 from spk.data import DataDirError, DataDirUsageError
-from spk.jobs import JobCommandError, JobError, parse_job_command
+from spk.bin.job_options import check_job_command
+from spk.jobs import JobError
 
 __all__ = ["COMMAND_SETTINGS", "CORPORA", "prep_errors", "prep_options", "prepare", "required_switch", "words"]
 
@@ -64,14 +65,6 @@ def words(_ctx: click.Context | None, _param: click.Parameter | None, value: str
     return tuple(word for word in re.split(r"[,\s]+", value or "") if word)
 
 
-def _check_command(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
-    try:
-        parse_job_command(value)
-    except JobCommandError as error:
-        raise click.BadParameter(str(error).removeprefix(f"--cmd {value!r}: ")) from None
-    return value
-
-
 def _given(ctx: click.Context, param: click.Parameter, value: bool | None) -> bool:
     if value is None:  # click does not enforce `required` on a --x/--no-x switch
         raise click.MissingParameter(ctx=ctx, param=param)
@@ -111,7 +104,7 @@ def prep_options(*, corpus_help: str | None = None, max_targets_per_speaker: int
     if jobs:
         options.append(click.option("--nj", default=1, show_default=True, type=click.IntRange(min=1),
                                     help="Parallel jobs reading the audio files' headers (for their durations)."))
-        options.append(click.option("--cmd", default="local", show_default=True, callback=_check_command,
+        options.append(click.option("--cmd", default="local", show_default=True, callback=check_job_command,
                                     envvar="SPK_CMD",
                                     help="Where those jobs run: 'local' (processes here) or 'slurm [sbatch "
                                          "options]'; their work folder and logs are in DATA_DIR/.durations-* "

@@ -18,6 +18,21 @@ from spk.jobs import JobsFailed
 from tests.test_corpus_prep import build_timit, valid_sets, warnings_of, write_audio, write_text
 
 
+@pytest.fixture(autouse=True)
+def jobs_for_any_number_of_files(monkeypatch):
+    """Start the asked jobs even for the few files of these tests (a job is worth it for 20,000)."""
+    monkeypatch.setattr("local.corpus.FILES_PER_JOB", 1)
+
+
+def test_few_files_are_read_here(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr("local.corpus.FILES_PER_JOB", 20_000)
+    files = [write_audio(tmp_path / f"{n}.wav", 0.1, seed=n) for n in range(3)]
+    with caplog.at_level(logging.INFO, logger="local"):
+        assert audio_durations(files, nj=4) == [audio_duration(f) for f in files]  # no work_dir needed
+    assert "3 file(s): 1 job(s), not 4" in caplog.text
+    assert not list(tmp_path.glob(".durations-*"))
+
+
 @pytest.fixture(scope="module")
 def timit_corpus(tmp_path_factory) -> Path:
     return build_timit(tmp_path_factory.mktemp("timit"))

@@ -19,10 +19,11 @@ min_segment_length=2             # a shorter last piece joins the one before; sh
 num_test_speakers=50             # at least this many speakers are kept out of training for the trials
 train_seconds=9                  # training speech per training speaker; the rest is for identification
 seed=0
-recipe_option_names="corpus_dir subsets download segment_length min_segment_length num_test_speakers train_seconds seed"
+nj=2                             # parallel jobs: stage 0's audio-header reads, features, embeddings
+recipe_option_names="corpus_dir subsets download segment_length min_segment_length num_test_speakers train_seconds seed nj"
 . steps/recipe_options.sh
 
 exec steps/stages.sh \
   --train-set train --test-sets test --ident-sets ident_test \
   --feature-config conf/fbank_global.yaml --config conf/lstm_contrastive_long.yaml --valid-per-spk 0 \
-  "${stage_args[@]}" -- "${recipe_args[@]}"
+  --nj "$nj" "${stage_args[@]}" -- "${recipe_args[@]}"

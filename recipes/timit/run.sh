@@ -12,10 +12,11 @@ cd "$(dirname "$0")"
 corpus_dir=corpus/TIMIT   # holds TRAIN/ and TEST/ (any case)
 include_sa=false          # true keeps the two SA sentences every speaker reads
 seed=0
-recipe_option_names="corpus_dir include_sa seed"
+nj=2                      # parallel jobs: stage 0's audio-header reads, features, embeddings
+recipe_option_names="corpus_dir include_sa seed nj"
 . steps/recipe_options.sh
 
 exec steps/stages.sh \
   --train-set train --test-sets test --ident-sets ident_test \
   --feature-config conf/fbank.yaml --config conf/lstm_softmax.yaml \
-  "${stage_args[@]}" -- "${recipe_args[@]}"
+  --nj "$nj" "${stage_args[@]}" -- "${recipe_args[@]}"

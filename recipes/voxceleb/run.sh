@@ -17,7 +17,8 @@ protocol=verification       # verification or identification
 trial_lists=vox1_o          # any of vox1_o vox1_e vox1_h vox1_o_orig (Vox1-E/H: train on vox2_dev)
 train_on=vox2_dev           # vox2_dev, vox1_dev or both (verification only)
 download=true               # download missing trial lists / iden_split.txt (small text files)
-recipe_option_names="vox1_dir vox2_dir protocol trial_lists train_on download"
+nj=2                        # parallel jobs: stage 0's audio-header reads, features, embeddings
+recipe_option_names="vox1_dir vox2_dir protocol trial_lists train_on download nj"
 . steps/recipe_options.sh
 
 case "$protocol" in
@@ -27,4 +28,4 @@ case "$protocol" in
 esac
 exec steps/stages.sh "${sets[@]}" \
   --feature-config conf/fbank.yaml --config conf/lstm_softmax.yaml \
-  "${stage_args[@]}" -- "${recipe_args[@]}"
+  --nj "$nj" "${stage_args[@]}" -- "${recipe_args[@]}"

@@ -7,7 +7,8 @@ import click
 from spk.jobs import JobCommandError, parse_job_command
 
 
-def _check_command(ctx, param, value: str) -> str:
+def check_job_command(ctx, param, value: str) -> str:
+    """A click callback: ``value`` if it is a job command (``local``, ``slurm ...``), else a usage error."""
     try:
         parse_job_command(value)
     except JobCommandError as error:
@@ -21,7 +22,7 @@ def job_options(what: str = "Parallel jobs."):
         function = click.option("--log-dir", type=click.Path(file_okay=False), default=None,
                                 help="Where each job writes its log, <step>.<JOB>.log [default: a log/ folder "
                                      "beside the outputs].")(function)
-        function = click.option("--cmd", default="local", show_default=True, callback=_check_command, envvar="SPK_CMD",
+        function = click.option("--cmd", default="local", show_default=True, callback=check_job_command, envvar="SPK_CMD",
                                 help="Where the jobs run: 'local' (processes here) or 'slurm [sbatch options]' "
                                      "(one job array, e.g. 'slurm --partition=cpu --mem=4G'); recipes take it "
                                      "from cmd.sh [env: SPK_CMD].")(function)
