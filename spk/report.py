@@ -69,10 +69,12 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
 # plots
 # --------------------------------------------------------------------------- #
 
-def _save(fig, path: str | os.PathLike) -> None:
+def _save(fig, path: str | os.PathLike, *, crop: bool = True) -> None:
+    """Write ``fig`` as a PNG; ``crop`` trims the margins (not needed, and a third of the time, after
+    ``tight_layout``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    fig.savefig(path, dpi=120, **({"bbox_inches": "tight"} if crop else {}))
     plt.close(fig)
 
 
@@ -261,7 +263,7 @@ def plot_training_curves(path: str | os.PathLike, log_records: Sequence[Mapping]
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     fig.tight_layout()
-    _save(fig, path)
+    _save(fig, path, crop=False)
 
 
 # --------------------------------------------------------------------------- #
