@@ -1,7 +1,7 @@
-"""``spk similarity`` and ``spk embed-audio`` as real subprocesses on the tiny real model (the ``product``
-fixture): scores and decisions, --json, Kaldi and NumPy outputs equal to the API's embeddings, exit codes
-(0/1 decision, 2 usage, 3 bad audio or model), and no output when a file fails; plus the output writer
-(spk.embedding_files) in process."""
+"""``spk similarity`` and ``spk embed-audio`` through the command line (in this process: see
+``tests.test_cli_product.spk``) on the tiny real model (the ``product`` fixture): scores and decisions,
+--json, Kaldi and NumPy outputs equal to the API's embeddings, exit codes (0/1 decision, 2 usage, 3 bad
+audio or model), and no output when a file fails; plus the output writer (spk.embedding_files)."""
 
 from __future__ import annotations
 

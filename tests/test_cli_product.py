@@ -1,14 +1,21 @@
-"""``spk enroll / verify / identify / speakers`` as real subprocesses on a tiny real model:
-outputs, --json, exit codes (0 accept, 1 reject, 2 usage, 3 input/model/database errors), bad input,
-and enrollments by processes running at the same time."""
+"""``spk enroll / verify / identify / speakers`` on a tiny real model: outputs, --json, exit codes
+(0 accept, 1 reject, 2 usage, 3 input/model/database errors), bad input, and enrollments by processes
+running at the same time.
+
+Most commands run in this process through click (:func:`spk`): the same entry point, exit statuses and
+output streams as ``python -m spk``, without a second or two of torch import per command. Real
+processes run where processes are the point (a whole session from the shell, a pipe on standard
+input, concurrent writers)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -21,14 +28,31 @@ SPK = [sys.executable, "-m", "spk"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def spk(*args, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([*SPK, *map(str, args)], capture_output=True, text=True, timeout=300, cwd=cwd,
-                          env=ENV, stdin=subprocess.DEVNULL)
+def spk(*args, cwd=None, process: bool = False) -> subprocess.CompletedProcess:
+    """``spk ARGS`` with an empty standard input: in this process, or as a real process with ``process``.
+
+    In this process an exception that escapes the command is written to stderr as a traceback and gives
+    exit status 1, as the interpreter does for a real process.
+    """
+    argv = [str(arg) for arg in args]
+    if process:
+        return subprocess.run([*SPK, *argv], capture_output=True, text=True, timeout=300, cwd=cwd, env=ENV,
+                              stdin=subprocess.DEVNULL)
+    from click.testing import CliRunner
+
+    from spk.cli import main
+
+    with contextlib.chdir(cwd or os.getcwd()):
+        result = CliRunner().invoke(main, argv, prog_name="spk")
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "Traceback (most recent call last):\n" + "".join(traceback.format_exception(result.exception))
+    return subprocess.CompletedProcess(["spk", *argv], result.exit_code, result.stdout, stderr)
 
 
-def spk_json(*args) -> tuple[int, dict]:
+def spk_json(*args, process: bool = False) -> tuple[int, dict]:
     """Run with --json: (exit status, the one JSON object printed on stdout)."""
-    result = spk(*args, "--json")
+    result = spk(*args, "--json", process=process)
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 1, (result.stdout, result.stderr)
     return result.returncode, json.loads(lines[0])
@@ -52,7 +76,8 @@ def test_a_whole_session(product, model, tmp_path):
     alice, bob = product.utts_of("spk009"), product.utts_of("spk010")
     exp = product.exp
 
-    code, out = spk_json("enroll", "--model", exp, "--db", db, "--speaker", "alice", alice[0], alice[1])
+    code, out = spk_json("enroll", "--model", exp, "--db", db, "--speaker", "alice", alice[0], alice[1],
+                         process=True)  # the real entry point, once
     assert code == 0 and out == {"speaker": "alice", "added": 2, "utterances": 2, "db": str(db)}
     result = spk("enroll", "--model", exp, "--db", db, "--speaker", "bob", *bob[:2])
     assert result.returncode == 0 and "enrolled bob: 2 utterance(s) added, 2 in all" in result.stdout
