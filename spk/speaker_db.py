@@ -22,8 +22,8 @@ Concurrency
     the same time all succeed, one after the other.
 
 Safety
-    Only :meth:`SpeakerDB.open` with ``create=True`` (enrollment) makes a new file.
-    A file that is not SQLite, or SQLite without this schema, is an error and is
+    Only :meth:`SpeakerDB.open` with ``create=True`` (enrollment) makes a new file,
+    readable and writable by its owner only (mode 600: it holds voiceprints). A file that is not SQLite, or SQLite without this schema, is an error and is
     not written to. A database made with another model is an error: embeddings of
     two models cannot be compared.
 """
@@ -31,6 +31,7 @@ Safety
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -163,6 +164,8 @@ class SpeakerDB:
         if create and model is None:
             raise ValueError("creating a speaker database needs the model identity")
         fresh = _check_file(path, create)
+        if create and not path.exists():
+            _make_private_file(path)
         mode = "rwc" if create else "rw"
         try:
             connection = sqlite3.connect(f"{path.absolute().as_uri()}?mode={mode}", uri=True,
@@ -324,6 +327,20 @@ class SpeakerDB:
         shown = ", ".join(names[:_SHOWN_NAMES]) + (f" ... ({len(names)} in all)" if len(names) > _SHOWN_NAMES else "")
         return SpeakerDBError(f"speaker {speaker!r} is not enrolled in {self.path}; enrolled speakers: {shown}. "
                               f"See 'spk speakers list --db {self.path}'")
+
+
+def _make_private_file(path: Path) -> None:
+    """An empty file that only its owner may read or write: it will hold voiceprints and source paths.
+
+    SQLite gives its ``-wal`` and ``-shm`` files the database file's permissions. When another
+    process made the file first, that one's file is used as it is.
+    """
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as error:
+        raise SpeakerDBError(f"cannot make speaker database {path}: {error.strerror}") from None
 
 
 def _check_file(path: Path, create: bool) -> bool:

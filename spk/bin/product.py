@@ -10,12 +10,14 @@ traceback; with ``--json`` stdout also gets ``{"error": ..., "exit_code": ...}``
 from __future__ import annotations
 
 import json
+import math
+import re
 import sys
 from pathlib import Path
 
 import click
 
-from spk.speaker_db import SpeakerDB, SpeakerDBError
+from spk.speaker_db import SpeakerDB, SpeakerDBError, check_speaker_name
 
 EXIT_REJECT = 1
 EXIT_USAGE = 2
@@ -64,9 +66,35 @@ def _errors():
     return (SpeakerDBError, OSError) + ((api.SpkError,) if api is not None else ())
 
 
+DEVICE = re.compile(r"(cpu|auto|mps|cuda(:\d+)?)")
+
+
+def _check_device(_ctx, _param, value: str) -> str:
+    """A usage error (exit 2) for a device that is none, before anything is loaded."""
+    if not DEVICE.fullmatch(value):
+        raise click.BadParameter(f"{value!r} is not a device; use cpu, cuda, cuda:N or auto")
+    return value
+
+
+def _check_finite(_ctx, _param, value: float | None) -> float | None:
+    """A usage error for a threshold that is not a number (nan) or infinite: no score compares with it."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"must be a finite number, not {value}")
+    return value
+
+
+def _check_name(_ctx, _param, value: str) -> str:
+    """A usage error for a speaker name that cannot be one (empty, too long, control characters),
+    before the model is loaded."""
+    try:
+        return check_speaker_name(value)
+    except SpeakerDBError as error:
+        raise click.BadParameter(str(error)) from None
+
+
 def _model_options(function):
-    function = click.option("--device", default="cpu", show_default=True,
-                            help="Where the model runs: cpu, cuda, cuda:N.")(function)
+    function = click.option("--device", default="cpu", show_default=True, callback=_check_device,
+                            help="Where the model runs: cpu, cuda, cuda:N or auto.")(function)
     function = click.option("--model", "model_path", required=True, metavar="DIR|NAME",
                             help="A trained experiment dir (exp/<tag>), a model package dir, or a pretrained "
                                  "model's name (resemblyzer-ge2e: imported into $SPK_CACHE, default "
@@ -79,7 +107,7 @@ def _threshold_options(function):
     function = click.option("--operating-point", default=None, metavar="POINT",
                             help="Calibrated threshold to use: eer, far=<rate> (e.g. far=0.01) or bayes=<target "
                                  "prior> [default: eer, when the model has a calibration].")(function)
-    function = click.option("--threshold", type=float, default=None,
+    function = click.option("--threshold", type=float, default=None, callback=_check_finite,
                             help="Accept when the cosine score is at least this [default: from the "
                                  "calibration].")(function)
     return function
@@ -135,7 +163,8 @@ def _check_threshold_options(threshold: float | None, operating_point: str | Non
 @_model_options
 @click.option("--db", "db_path", required=True, metavar="FILE",
               help="Speaker database (SQLite); made when it does not exist.")
-@click.option("--speaker", required=True, help="Name of the speaker to enroll (new, or add utterances).")
+@click.option("--speaker", required=True, callback=_check_name,
+              help="Name of the speaker to enroll (new, or add utterances).")
 @_embed_options
 @_json_option
 @click.argument("audio", nargs=-1, required=True)
@@ -163,7 +192,7 @@ def enroll(model_path, device, db_path, speaker, window, hop, vad, as_json, audi
 @click.command("verify", cls=_Command, epilog=_EXIT_HELP)
 @_model_options
 @click.option("--db", "db_path", required=True, metavar="FILE", help="Speaker database made by 'spk enroll'.")
-@click.option("--claim", required=True, help="The claimed speaker (enrolled in --db).")
+@click.option("--claim", required=True, callback=_check_name, help="The claimed speaker (enrolled in --db).")
 @_threshold_options
 @_embed_options
 @click.option("--stream", is_flag=True,
@@ -238,7 +267,7 @@ def _verify_stream(model, db, claim, threshold, operating_point, audio, chunk_se
               help="Identify among the speakers of this database [default: the model's training speakers, "
                    "through its classifier head].")
 @click.option("--top-k", default=5, show_default=True, type=click.IntRange(min=1), help="Speakers to list.")
-@click.option("--unknown-threshold", type=float, default=None,
+@click.option("--unknown-threshold", type=float, default=None, callback=_check_finite,
               help="With --db: answer 'unknown' when the best cosine score is below this (open set).")
 @_embed_options
 @_json_option
