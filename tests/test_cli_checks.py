@@ -1,5 +1,6 @@
 """Options of the product commands that are wrong before anything is loaded: usage errors (exit 2)
-that name the option, with no model loaded and no database touched; and the database file's mode."""
+that name the option, with no model loaded and no database touched; a bug's exit status (4, never
+1, which means REJECT); and the database file's mode."""
 
 from __future__ import annotations
 
@@ -50,3 +51,19 @@ def test_a_new_speaker_database_is_private(tmp_path):
             assert db.speakers() == []
     finally:
         os.umask(old_umask)
+
+
+def test_a_bug_is_exit_4_with_its_traceback_never_1(tmp_path, monkeypatch):
+    """An exception nobody expected (e.g. a crash inside the model) is not a rejection."""
+    with SpeakerDB.open(tmp_path / "voices.db", create=True, model=ModelIdentity("id", 4, "test")):
+        pass
+
+    def crash(self):
+        raise RuntimeError("could not create a primitive")
+
+    monkeypatch.setattr(SpeakerDB, "speakers", crash)
+    result = CliRunner().invoke(main, ["speakers", "list", "--db", str(tmp_path / "voices.db"), "--json"])
+    assert result.exit_code == 4, result.output
+    assert json.loads(result.stdout)["exit_code"] == 4
+    assert "internal error (RuntimeError: could not create a primitive); this is a bug" in result.stderr
+    assert "Traceback (most recent call last)" in result.stderr

@@ -267,7 +267,7 @@ def test_cli_export(tmp_path, global_exp):
 
     runner = CliRunner()
     again = runner.invoke(main, ["export", "--model", str(global_exp), "--out", str(out)])
-    assert again.exit_code == 1 and "--force" in again.output and again.exception.__class__ is SystemExit
+    assert again.exit_code == 3 and "--force" in again.output and again.exception.__class__ is SystemExit
     exp = make_exp(tmp_path / "exp" / "nostats", SMALL, GLOBAL_FBANK, loss="triplet")
     missing = runner.invoke(main, ["export", "--model", str(exp), "--out", str(tmp_path / "p2")])
-    assert missing.exit_code == 1 and "--train-data" in missing.output
+    assert missing.exit_code == 3 and "--train-data" in missing.output

@@ -6,8 +6,12 @@ from pathlib import Path
 
 import click
 
+from spk.bin.product import EXIT_ERROR, _Command, _fail
 
-@click.command("export")
+
+@click.command("export", cls=_Command,
+               epilog="Exit status: 0 written, 2 usage error, 3 an error of the model, the output path or the "
+                      "export, 4 internal error (a bug).")
 @click.option("--model", "exp_dir", required=True, type=click.Path(exists=True, file_okay=False),
               help="Trained experiment dir, exp/<tag> (with config.yaml, models/final.pt, speakers.txt).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
@@ -35,4 +39,4 @@ def export(exp_dir, out_dir, force, no_onnx, train_data, center_scp):
         write_package(Path(exp_dir), Path(out_dir), force=force, onnx=not no_onnx, train_data=train_data,
                       center_scp=center_scp)
     except (PackageError, ExportError, FileNotFoundError, ValueError) as error:
-        raise click.ClickException(str(error)) from None
+        _fail(str(error), as_json=False, code=EXIT_ERROR)

@@ -3,8 +3,10 @@
 Exit status of every command: 0 success (``verify``: ACCEPT), 1 ``verify``: REJECT,
 2 usage error (bad or missing options), 3 an input, model or database error
 (unreadable, silent or too short audio; unknown speaker; missing or damaged
-database; wrong model directory). Errors go to stderr as one message, without a
-traceback; with ``--json`` stdout also gets ``{"error": ..., "exit_code": ...}``.
+database; wrong model directory), 4 an internal error (a bug: never 1, which a
+script would read as a rejection). Errors go to stderr as one message, without a
+traceback (an internal error's traceback follows its message); with ``--json``
+stdout also gets ``{"error": ..., "exit_code": ...}``.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from spk.speaker_db import SpeakerDB, SpeakerDBError, check_speaker_name
 EXIT_REJECT = 1
 EXIT_USAGE = 2
 EXIT_ERROR = 3
+EXIT_INTERNAL = 4
 
 _EXIT_HELP = ("Exit status: 0 success, 1 rejected claim (verify), 2 usage error, "
-              "3 input, model or database error.")
+              "3 input, model or database error, 4 internal error (a bug).")
 
 
 class _Command(click.Command):
@@ -46,6 +49,18 @@ class _Command(click.Command):
             if ctx.params.get("as_json"):
                 _echo_json({"error": error.format_message(), "exit_code": EXIT_USAGE})
             raise
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as error:  # a bug: its own exit status, never 1 (REJECT), with the traceback
+            import traceback
+
+            message = (f"internal error ({type(error).__name__}: {error}); this is a bug in spk, please report it "
+                       "with the traceback below")
+            if ctx.params.get("as_json"):
+                _echo_json({"error": message, "exit_code": EXIT_INTERNAL})
+            click.echo(f"Error: {message}", err=True)
+            click.echo("".join(traceback.format_exception(error)).rstrip(), err=True)
+            sys.exit(EXIT_INTERNAL)
 
 
 def _echo_json(record: dict) -> None:
