@@ -37,6 +37,7 @@ The final embedding equals the offline one (``compute_features`` -> ``normalise`
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import sys
@@ -338,15 +339,17 @@ def stream_scores(embedder: StreamingEmbedder | TrainedModel, speaker_embedding:
 
 
 def read_chunks(source: str | os.PathLike | BinaryIO, chunk_seconds: float = 0.25, *,
-                raw: bool | None = None) -> Iterator[np.ndarray]:
+                raw: bool = False) -> Iterator[np.ndarray]:
     """Audio as 16 kHz mono float32 chunks of ``chunk_seconds`` (the last may be shorter).
 
     ``source`` is a file path (any format soundfile reads), ``"-"`` for standard
     input, or a binary stream (e.g. a subprocess's stdout). A stream carries WAV
-    (PCM 8/16/24/32-bit or float; detected by its ``RIFF`` header) or, with
-    ``raw=True`` or no header, raw 16 kHz 16-bit little-endian mono PCM. Chunks are
-    read as they arrive, so a live pipe (``arecord -f S16_LE -r 16000 -c 1 -t raw``)
-    gives chunks in real time. Other rates are resampled with soxr.
+    (PCM 8/16/24/32-bit or float; its ``RIFF`` header), read chunk by chunk as it
+    arrives; FLAC or Ogg (their own headers), decoded from memory once the stream
+    ends; or, only with ``raw=True``, raw 16 kHz 16-bit little-endian mono PCM. Any
+    other stream is an :class:`AudioError`: bytes are never taken for audio unless
+    asked. A live pipe (``arecord -f S16_LE -r 16000 -c 1 -t raw`` with ``raw=True``,
+    or ``-t wav``) gives chunks in real time. Other rates are resampled with soxr.
     """
     if not chunk_seconds > 0:
         raise ValueError(f"chunk_seconds must be positive, not {chunk_seconds!r}")
@@ -364,6 +367,19 @@ def _file_chunks(path: Path, chunk_seconds: float) -> Iterator[np.ndarray]:
         handle = sf.SoundFile(str(path))
     except (sf.LibsndfileError, RuntimeError) as error:
         raise AudioError(f"audio file {path} cannot be read ({error}); convert it to WAV or FLAC") from None
+    yield from _soundfile_chunks(handle, chunk_seconds)
+
+
+def _file_chunks_in_memory(data: bytes, kind: str, chunk_seconds: float) -> Iterator[np.ndarray]:
+    try:
+        handle = sf.SoundFile(io.BytesIO(data))
+    except (sf.LibsndfileError, RuntimeError) as error:
+        raise AudioError(f"stdin: {kind} audio that cannot be decoded ({error})") from None
+    yield from _soundfile_chunks(handle, chunk_seconds)
+
+
+def _soundfile_chunks(handle: sf.SoundFile, chunk_seconds: float) -> Iterator[np.ndarray]:
+    """The chunks of an open soundfile, mono, resampled to 16 kHz."""
     with handle:
         resampler = _Resampler(handle.samplerate)
         block = max(1, round(chunk_seconds * handle.samplerate))
@@ -462,14 +478,24 @@ def _decode(data: bytes, channels: int, width: int, kind: str) -> np.ndarray:
     return samples
 
 
-def _stream_chunks(stream: BinaryIO, chunk_seconds: float, raw: bool | None) -> Iterator[np.ndarray]:
-    first = b"" if raw else _read_exact(stream, 4)
-    if raw is None and first in (b"RIFF", b"RF64"):
-        rate, channels, width, kind, remaining = _wav_header(stream, first)
+# Containers read from a stream whole (soundfile decodes them from memory), by their first bytes.
+_WHOLE_STREAM_FORMATS = {b"fLaC": "FLAC", b"OggS": "Ogg"}
+
+
+def _stream_chunks(stream: BinaryIO, chunk_seconds: float, raw: bool) -> Iterator[np.ndarray]:
+    if raw:
+        rate, channels, width, kind, remaining = SAMPLE_RATE, 1, 2, "int", None
         pending = b""
     else:
-        rate, channels, width, kind, remaining = SAMPLE_RATE, 1, 2, "int", None
-        pending = first  # raw PCM: the bytes read to look for a header are audio
+        first = _read_exact(stream, 4)
+        if first in _WHOLE_STREAM_FORMATS:
+            yield from _file_chunks_in_memory(first + stream.read(), _WHOLE_STREAM_FORMATS[first], chunk_seconds)
+            return
+        if first not in (b"RIFF", b"RF64"):
+            raise AudioError(f"stdin: not WAV, FLAC or Ogg audio (it starts with {first!r}); send one of those, "
+                             "or raw 16 kHz 16-bit mono PCM saying so (--raw)")
+        rate, channels, width, kind, remaining = _wav_header(stream, first)
+        pending = b""
     resampler = _Resampler(rate)
     frame_bytes = channels * width
     block = max(1, round(chunk_seconds * rate)) * frame_bytes

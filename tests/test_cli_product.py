@@ -28,8 +28,9 @@ SPK = [sys.executable, "-m", "spk"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def spk(*args, cwd=None, process: bool = False) -> subprocess.CompletedProcess:
-    """``spk ARGS`` with an empty standard input: in this process, or as a real process with ``process``.
+def spk(*args, cwd=None, process: bool = False, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    """``spk ARGS`` with ``stdin`` (default: empty) on standard input: in this process, or as a real process
+    with ``process``.
 
     In this process an exception that escapes the command is written to stderr as a traceback and gives
     exit status 1, as the interpreter does for a real process.
@@ -37,13 +38,13 @@ def spk(*args, cwd=None, process: bool = False) -> subprocess.CompletedProcess:
     argv = [str(arg) for arg in args]
     if process:
         return subprocess.run([*SPK, *argv], capture_output=True, text=True, timeout=300, cwd=cwd, env=ENV,
-                              stdin=subprocess.DEVNULL)
+                              input=(stdin or b"").decode("latin-1"))
     from click.testing import CliRunner
 
     from spk.cli import main
 
     with contextlib.chdir(cwd or os.getcwd()):
-        result = CliRunner().invoke(main, argv, prog_name="spk")
+        result = CliRunner().invoke(main, argv, prog_name="spk", input=stdin)
     stderr = result.stderr
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         stderr += "Traceback (most recent call last):\n" + "".join(traceback.format_exception(result.exception))
@@ -271,6 +272,16 @@ def test_streaming_verification_ends_at_the_offline_score(product, model, tmp_pa
     assert f"score {offline['score']:.4f}" in piped.stdout.strip().splitlines()[-1]
     assert len(piped.stdout.strip().splitlines()) > 2
 
+    # bytes that are not audio are refused, not taken for raw PCM (which must be asked for)
+    not_audio = (Path(__file__).parents[1] / "README.md").read_bytes()[:64000]
+    assert_clean_error(spk("verify", "--model", product.exp, "--db", db, "--claim", "alice", "--threshold", "0.5",
+                           "--stream", "-", stdin=not_audio), 3, "not WAV, FLAC or Ogg audio", "--raw")
+    raw = sf.read(sample, dtype="int16")[0].astype("<i2").tobytes()
+    result = spk("verify", "--model", product.exp, "--db", db, "--claim", "alice", "--threshold", "0.5",
+                 "--stream", "--raw", "-", stdin=raw)
+    assert result.returncode == code and f"score {offline['score']:.4f}" in result.stdout.splitlines()[-1]
+    assert_clean_error(spk("verify", "--model", product.exp, "--db", db, "--claim", "alice", sample, "--raw"),
+                       2, "--raw describes standard input")
     assert_clean_error(spk("verify", "--model", product.exp, "--db", db, "--claim", "alice", sample,
                            "--stream", "--window", "3"), 2, "--stream")
     assert_clean_error(spk("verify", "--model", product.exp, "--db", db, "--claim", "alice",

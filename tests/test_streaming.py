@@ -266,16 +266,25 @@ def test_read_chunks_from_a_file_matches_read_audio(tmp_path, speech):
 
 
 def test_read_chunks_from_pipes(tmp_path, speech):
-    """WAV and raw PCM on a real pipe (a ``cat`` subprocess), as ``spk verify --stream -`` would read stdin."""
+    """WAV, FLAC and (when asked) raw PCM on a real pipe (a ``cat`` subprocess), as ``spk verify --stream -``
+    reads stdin; bytes that are none of those are refused, not taken for raw PCM."""
     wav = write_wav(tmp_path / "a.wav", speech)
+    flac = tmp_path / "a.flac"
+    sf.write(str(flac), sf.read(str(wav), dtype="int16")[0], 16000, format="FLAC")
     raw = tmp_path / "a.raw"
     raw.write_bytes(sf.read(str(wav), dtype="int16")[0].astype("<i2").tobytes())
     expected = read_audio(str(wav))
-    for path, raw_option in ((wav, None), (raw, None), (raw, True)):
+    for path, raw_option in ((wav, False), (flac, False), (raw, True)):
         with subprocess.Popen(["cat", str(path)], stdout=subprocess.PIPE) as process:
             chunks = list(read_chunks(process.stdout, 0.1, raw=raw_option))
         assert all(len(c) == 1600 for c in chunks[:-1]), path
         assert np.array_equal(np.concatenate(chunks), expected), path
+    text = tmp_path / "README.md"
+    text.write_text("# not audio\n" * 5000)
+    for path in (raw, text):
+        with subprocess.Popen(["cat", str(path)], stdout=subprocess.PIPE) as process:
+            with pytest.raises(AudioError, match="not WAV, FLAC or Ogg audio .* saying so"):
+                list(read_chunks(process.stdout, 0.1))
 
 
 @pytest.mark.parametrize("subtype, channels", [("PCM_24", 2), ("FLOAT", 1), ("PCM_U8", 1)])

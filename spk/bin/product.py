@@ -211,15 +211,18 @@ def enroll(model_path, device, db_path, speaker, window, hop, vad, as_json, audi
 @_threshold_options
 @_embed_options
 @click.option("--stream", is_flag=True,
-              help="Read AUDIO in real-time-sized chunks (a file, or '-' for standard input: WAV or raw 16 kHz "
-                   "16-bit mono PCM) and print a running score after each; the final decision is the same "
-                   "as without --stream.")
+              help="Read AUDIO in real-time-sized chunks (a file, or '-' for standard input: WAV, FLAC or Ogg, or "
+                   "with --raw raw 16 kHz 16-bit mono PCM) and print a running score after each; the final "
+                   "decision is the same as without --stream.")
 @click.option("--chunk-seconds", type=click.FloatRange(min=0, min_open=True), default=0.25, show_default=True,
               help="Chunk length for --stream.")
+@click.option("--raw", is_flag=True,
+              help="With --stream -: standard input is raw 16 kHz 16-bit little-endian mono PCM, no header "
+                   "(without it, a stream that is not WAV, FLAC or Ogg is refused).")
 @_json_option
 @click.argument("audio")
 def verify(model_path, device, db_path, claim, threshold, operating_point, window, hop, vad, stream, chunk_seconds,
-           as_json, audio):
+           raw, as_json, audio):
     """Is AUDIO the claimed speaker? Prints ACCEPT or REJECT with the score, the threshold and the LLR.
 
     The score is the cosine between AUDIO's embedding and the claimed speaker's model
@@ -233,13 +236,16 @@ def verify(model_path, device, db_path, claim, threshold, operating_point, windo
     _check_threshold_options(threshold, operating_point)
     if stream and (window is not None or vad):
         raise click.UsageError("--stream embeds the whole stream as it arrives; it takes no --window or --vad")
+    if raw and not (stream and audio == "-"):
+        raise click.UsageError("--raw describes standard input read with --stream: give --stream and AUDIO '-'")
     options = _embedding_kwargs(window, hop, vad)
     try:
         with SpeakerDB.open(db_path) as db:
             db.speaker_model(claim)  # an unknown speaker fails now, before the model is loaded
             model = _load_model(model_path, device)
             if stream:
-                result = _verify_stream(model, db, claim, threshold, operating_point, audio, chunk_seconds, as_json)
+                result = _verify_stream(model, db, claim, threshold, operating_point, audio, chunk_seconds, raw,
+                                        as_json)
             else:
                 result = model.verify(audio, db, claim, threshold=threshold,
                                       operating_point=operating_point or "eer", **options)
@@ -256,13 +262,13 @@ def verify(model_path, device, db_path, claim, threshold, operating_point, windo
     sys.exit(0 if result.accept else EXIT_REJECT)
 
 
-def _verify_stream(model, db, claim, threshold, operating_point, audio, chunk_seconds, as_json):
+def _verify_stream(model, db, claim, threshold, operating_point, audio, chunk_seconds, raw, as_json):
     """Print the running score of each chunk; return the final VerifyResult."""
     from spk.audio import AudioError
     from spk.streaming import read_chunks
 
     try:
-        for update in model.verify_stream(read_chunks(audio, chunk_seconds), db, claim, threshold=threshold,
+        for update in model.verify_stream(read_chunks(audio, chunk_seconds, raw=raw), db, claim, threshold=threshold,
                                           operating_point=operating_point or "eer"):
             if not isinstance(update, tuple):
                 return update
