@@ -256,6 +256,9 @@ class SpeakerModel:
                 raise SpkInputError(f"cannot read audio {name}: {error}") from None
         else:
             raise SpkError(f"audio must be a file path or a numpy waveform, not {type(audio).__name__}")
+        if not np.all(np.isfinite(samples)):
+            raise SpkInputError(f"{name} holds samples that are not numbers (NaN or infinite): the audio is "
+                                "damaged; record or export it again")
         duration = len(samples) / rate
         if duration < MIN_AUDIO_S:
             raise SpkInputError(f"{name} is too short: {duration:.2f} s of audio, and at least {MIN_AUDIO_S:g} s "

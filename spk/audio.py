@@ -68,6 +68,7 @@ class _Origin:
 
     source: str
     utt_id: str | None = None
+    given: bool = False  # handed to the product (a file argument), not an entry of a data dir
 
     def error(self, problem: str, hint: str = "") -> AudioError:
         """Build an AudioError that says where, what and (if given) what to do."""
@@ -112,7 +113,7 @@ def read_audio_file(path: str | os.PathLike, *, target_rate: int | None = 16000,
     """
     _check_options(target_rate, channel)
     path = os.fspath(path)
-    origin = _Origin(path)
+    origin = _Origin(path, given=True)
     samples, rate = _read_file_range(path, 0.0, None, channel, origin)
     return _finish(samples, rate, target_rate, origin)
 
@@ -325,15 +326,14 @@ def _tail(stderr: bytes) -> str:
 def _check_file(path: str, origin: _Origin) -> None:
     """Fail early, with a plain message, on a path that cannot hold audio."""
     if not os.path.exists(path):
-        raise origin.error(
-            "file not found", "Check the path in wav.scp (relative paths resolve from the working directory)"
-        )
+        raise origin.error("file not found", "Check the path" if origin.given else
+                           "Check the path in wav.scp (relative paths resolve from the working directory)")
     if not os.path.isfile(path):
-        raise origin.error("not a regular file", "wav.scp must name an audio file or end in '|'")
+        raise origin.error("not a regular file", "Give an audio file" if origin.given else
+                           "wav.scp must name an audio file or end in '|'")
     if os.path.getsize(path) == 0:
-        raise origin.error(
-            "the file is empty (0 bytes)", "Re-create or re-download the file, or drop it from the data dir"
-        )
+        raise origin.error("the file is empty (0 bytes)", "Record or copy the audio again, or give another file"
+                           if origin.given else "Re-create or re-download the file, or drop it from the data dir")
 
 
 def _file_head(path: str) -> bytes:

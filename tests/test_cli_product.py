@@ -147,6 +147,14 @@ def test_bad_audio_is_exit_3_with_a_clear_message(product, model, tmp_path):
     assert digest(db) == before  # the good file of the failed enrollment was not added either
     code, out = spk_json("identify", "--model", exp, "--db", db, tmp_path / "short.wav")
     assert code == 3 and "short.wav is too short: 0.25 s" in out["error"]
+    nan = rng.normal(scale=0.1, size=48000).astype(np.float32)
+    nan[1000:2000] = np.nan
+    sf.write(tmp_path / "nan.wav", nan, 16000, subtype="FLOAT")
+    code, out = spk_json("verify", "--model", exp, "--db", db, "--claim", "alice", tmp_path / "nan.wav")
+    assert code == 3 and "samples that are not numbers (NaN or infinite)" in out["error"]
+    (tmp_path / "empty.wav").write_bytes(b"")
+    code, out = spk_json("enroll", "--model", exp, "--db", db, "--speaker", "alice", tmp_path / "empty.wav")
+    assert code == 3 and "empty (0 bytes)" in out["error"] and "data dir" not in out["error"]
     assert digest(db) == before
 
 
@@ -179,6 +187,12 @@ def test_database_problems_are_exit_3_and_leave_files_alone(product, model, tmp_
 
     code, out = spk_json("speakers", "remove", "--db", db, "bob")
     assert code == 3 and "'bob' is not enrolled" in out["error"]
+
+    empty = tmp_path / "empty.db"  # a 0-byte file (e.g. from touch) holds nothing: enroll makes it a database
+    empty.write_bytes(b"")
+    code, out = spk_json("enroll", "--model", exp, "--db", empty, "--speaker", "alice", alice[1])
+    assert code == 0 and out["utterances"] == 1
+    assert_clean_error(spk("speakers", "list", "--db", tmp_path / "other_empty.db"), 3, "does not exist")
 
 
 def test_wrong_models_are_exit_3(product, model, tmp_path):

@@ -192,7 +192,7 @@ def enroll(model_path, device, db_path, speaker, window, hop, vad, as_json, audi
     """
     options = _embedding_kwargs(window, hop, vad)
     try:
-        if Path(db_path).exists():
+        if Path(db_path).is_file() and Path(db_path).stat().st_size > 0:
             SpeakerDB.open(db_path).close()  # a damaged file fails now, before the model is loaded
         model = _load_model(model_path, device)
         total = model.enroll(db_path, speaker, list(audio), **options)
