@@ -36,6 +36,11 @@ from spk.features import FeatureConfig, compute_features, normalise
 # AM-softmax scale, which makes a 0.1 cosine gap a factor of e^3.
 COSINE_SCALE = 30.0
 MAX_FRAMES_PER_BATCH = 60000
+# A piece longer than this (10 minutes at a 10 ms shift) runs through a forward-only encoder a block of
+# BLOCK_FRAMES at a time, from the carried state, into the pooling's running form: the same embedding,
+# in memory that does not grow with the length (a whole 2-hour recording made the CPU LSTM fail).
+LONG_PIECE_FRAMES = 60000
+BLOCK_FRAMES = 6000
 
 
 @dataclass(frozen=True)
@@ -155,7 +160,14 @@ def embed_pieces(embedder, matrix: Callable[[int], np.ndarray], pieces: Sequence
     lengths = np.array([end - start for _, start, end in pieces], dtype=np.int64)
     out = np.zeros((len(pieces), embedder.embedding_dim), dtype=np.float32)
     with tqdm(total=len(pieces), desc="embeddings", unit=unit, leave=False, disable=not show_progress) as progress:
-        for batch in length_batches(lengths, max_frames_per_batch):
+        long = [i for i, length in enumerate(lengths) if length > LONG_PIECE_FRAMES and _embeds_blockwise(embedder)]
+        for i in long:
+            index, start, end = pieces[i]
+            out[i] = _embed_blockwise(embedder, matrix(index)[start:end], device)
+            progress.update(1)
+        short = np.setdiff1d(np.arange(len(pieces)), long)
+        for batch in length_batches(lengths[short], max_frames_per_batch):
+            batch = short[batch]
             matrices: dict[int, np.ndarray] = {}
             rows = []
             for index, start, end in (pieces[i] for i in batch):
@@ -166,6 +178,23 @@ def embed_pieces(embedder, matrix: Callable[[int], np.ndarray], pieces: Sequence
             out[batch] = embedder.embed(feats.to(device), batch_lengths.to(device)).float().cpu().numpy()
             progress.update(len(batch))
     return out
+
+
+def _embeds_blockwise(embedder) -> bool:
+    """Whether the embedder's encoder carries its state (forward-only) and its pooling has a running form."""
+    return getattr(embedder.encoder, "carries_state", False) and embedder.pooling.running() is not None
+
+
+@torch.inference_mode()
+def _embed_blockwise(embedder, feats: np.ndarray, device: str | torch.device) -> np.ndarray:
+    """The embedding of one long feature matrix, encoded :data:`BLOCK_FRAMES` at a time."""
+    state, running = None, embedder.pooling.running()
+    for start in range(0, len(feats), BLOCK_FRAMES):
+        block = torch.from_numpy(np.ascontiguousarray(feats[start:start + BLOCK_FRAMES])).unsqueeze(0).to(device)
+        frames, state = embedder.encoder.step(block, state)
+        running.update(frames[0])
+    pooled = running.pooled().to(torch.float32).unsqueeze(0)
+    return embedder.embed_pooled(pooled)[0].float().cpu().numpy()
 
 
 def _zero_padded(feats: np.ndarray, start: int, end: int) -> np.ndarray:

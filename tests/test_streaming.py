@@ -306,3 +306,25 @@ def test_read_chunks_rejects_unsupported_wav(tmp_path):
     with subprocess.Popen(["cat", str(path)], stdout=subprocess.PIPE) as process:
         with pytest.raises(AudioError, match="format tag"):
             list(read_chunks(process.stdout, 0.1))
+
+
+@pytest.mark.parametrize("name", sorted(FORWARD_MODELS) + ["blstm-mean"])
+def test_long_pieces_are_encoded_block_by_block_to_the_same_embedding(name, monkeypatch):
+    """A piece over LONG_PIECE_FRAMES goes through a forward-only encoder in blocks from the carried state,
+    into the pooling's running form (memory that does not grow with the length): the embedding is the
+    whole-sequence one. A bidirectional encoder cannot, and still embeds whole."""
+    import spk.inference as inference
+    from spk.inference import embed_features
+
+    config = FORWARD_MODELS.get(name) or {**lstm(bidirectional=True), "pooling": "mean", "embedding_dim": 16}
+    model = model_for(config, FBANK)
+    feats = np.random.default_rng(3).normal(size=(701, FBANK.dim)).astype(np.float32)
+    whole = embed_features(model, feats)
+    monkeypatch.setattr(inference, "LONG_PIECE_FRAMES", 500)
+    monkeypatch.setattr(inference, "BLOCK_FRAMES", 64)
+    calls = []
+    blockwise = inference._embed_blockwise
+    monkeypatch.setattr(inference, "_embed_blockwise", lambda *args: calls.append(1) or blockwise(*args))
+    blocks = embed_features(model, feats)
+    np.testing.assert_allclose(blocks, whole, atol=2e-5)
+    assert len(calls) == (0 if name == "blstm-mean" else 1)
