@@ -243,7 +243,10 @@ def durations_job(args: dict, job: int, num_jobs: int) -> None:
         names = [line[:-1] for line in handle]
     if len(names) != args["count"]:
         raise CorpusError(f"{listing} lists {len(names)} files, not {args['count']}: remove its folder and run again")
-    first, last = (len(names) * (job - 1)) // num_jobs, (len(names) * job) // num_jobs
+    from spk.jobs import job_share
+
+    share = job_share(len(names), job, num_jobs)
+    first, last = share.start, share.stop
     started = time.monotonic()
     out = listing.with_name(f"durations.{job}.tsv")
     tmp = out.with_suffix(".tmp")

@@ -26,7 +26,6 @@ score calibration without touching the test trials).  :func:`prepare_data_dirs` 
 from __future__ import annotations
 
 import csv
-import hashlib
 import logging
 import multiprocessing
 import shutil
@@ -48,7 +47,7 @@ from local.mini_text import SentenceGenerator
 from local.trials import make_trials
 from spk.augment import simulate
 from spk.data.staging import swap_into_place
-from spk.jobs import JobError, ParallelStep, parse_job_command, run_step
+from spk.jobs import JobError, ParallelStep, inputs_key, job_share, parse_job_command, run_step
 
 logger = logging.getLogger("local.mini")  # also when run as __main__
 
@@ -273,8 +272,7 @@ def generate_corpus(out_dir: Path, config: MiniConfig, *, nj: int, cmd: str | No
     jobs = plan_corpus(config)
     nj = max(1, min(nj, len(jobs)))
     start = time.time()
-    key = hashlib.sha256(f"{_config_text(config)}{nj}".encode()).hexdigest()[:10]
-    work = out_dir.parent / f".{out_dir.name}.jobs-{key}"
+    work = out_dir.parent / f".{out_dir.name}.jobs-{inputs_key(_config_text(config), nj)}"
     (work / "corpus").mkdir(parents=True, exist_ok=True)
     if not (work / ".espeak-data").is_dir():
         make_data_mirror(work / ".espeak-data")
@@ -303,8 +301,7 @@ def synthesis_job(args: dict, job: int, num_jobs: int) -> None:
 
     work = Path(args["work"])
     speakers = plan_corpus(MiniConfig(**args["config"]))
-    cut = np.linspace(0, len(speakers), num_jobs + 1).round().astype(int)
-    mine = speakers[cut[job - 1]:cut[job]]
+    mine = speakers[job_share(len(speakers), job, num_jobs)]
     context = multiprocessing.get_context("fork")
     with context.Pool(1, initializer=_init_worker, initargs=(work / ".espeak-data",), maxtasksperchild=1) as pool:
         results = pool.imap(_render_job, [(speaker, work / "corpus") for speaker in mine])

@@ -22,7 +22,7 @@ from spk.data import DataDir
 from spk.data.subset import source_fingerprint, split_data_dir
 from spk.feature_store import FeatureStore
 from spk.inference import Chunking, embed_store
-from spk.model_dir import TrainedModel, final_weights_path, load_trained
+from spk.model_dir import TrainedModel, final_weights_path, load_trained, read_feature_config
 from spk.jobs import ParallelStep, parse_job_command, run_step
 from spk.threads import available_cores as cores_of_this_process
 from spk.threads import configure_torch_threads
@@ -67,15 +67,16 @@ def extract_embeddings(exp_dir: Path, data_dir: Path, out_dir: Path, *, device: 
     if nj < 1:
         raise ValueError(f"--nj must be at least 1, not {nj}")
     weights = final_weights_path(exp_dir)  # stage 4 before stage 3: say so, whatever else is missing
-    trained = load_trained(exp_dir, "cpu")
-    chunking = None
+    frame_shift_ms = read_feature_config(exp_dir).frame_shift_ms  # the jobs load the model itself
     if chunk_seconds is not None:
-        chunking = Chunking.from_seconds(chunk_seconds, chunk_overlap, trained.feature_config.frame_shift_ms)
+        Chunking.from_seconds(chunk_seconds, chunk_overlap, frame_shift_ms)  # bad chunk options fail here
     started = time.monotonic()
-    keys = feature_store_for(trained, data_dir).keys
-    nj = jobs_worth_starting(DataDir(data_dir), nj, len(keys), trained.feature_config.frame_shift_ms)
-    mode = f"{chunk_seconds:g} s chunks overlapping by {chunk_overlap:g} s" if chunking else "whole utterances"
-    logger.info("%s: embedding %d utterances (%s) with %s", data_dir, len(keys), mode, exp_dir)
+    data = DataDir(data_dir)
+    num_utterances = len(data.feats_scp())
+    nj = jobs_worth_starting(data, nj, num_utterances, frame_shift_ms)
+    mode = "whole utterances" if chunk_seconds is None else \
+        f"{chunk_seconds:g} s chunks overlapping by {chunk_overlap:g} s"
+    logger.info("%s: embedding %d utterances (%s) with %s", data_dir, num_utterances, mode, exp_dir)
     parts = [data_dir] if nj == 1 else split_data_dir(data_dir, nj)
     work_dir = out_dir / "jobs"
     weights_stat = weights.stat()
@@ -87,22 +88,19 @@ def extract_embeddings(exp_dir: Path, data_dir: Path, out_dir: Path, *, device: 
               "out": str(work_dir.absolute() / "xvector"),
               # a retrained model makes every job run again
               "weights": [str(weights.absolute()), weights_stat.st_size, weights_stat.st_mtime_ns],
-              "sources": source_fingerprint(data_dir)})
-    for job in range(1, nj + 1):  # a job counts as done only while its embeddings are there
-        if not Path(f"{step.args['out']}.{job}.scp").exists():
-            step.marker(job).unlink(missing_ok=True)
+              "sources": source_fingerprint(data_dir)},
+        output=str(work_dir.absolute() / "xvector.{job}.scp"))
     run_step(step, parse_job_command(cmd), threads_per_job=max(1, available_cores() // nj))
     embeddings: dict[str, np.ndarray] = {}
     for job in range(1, nj + 1):
         embeddings.update(kaldiio.load_scp(f"{step.args['out']}.{job}.scp"))
     out_dir.mkdir(parents=True, exist_ok=True)
     write_embeddings(out_dir / "xvector", embeddings)
-    utt2spk = DataDir(data_dir).utt2spk()
-    speakers = speaker_means(embeddings, utt2spk)
+    speakers = speaker_means(embeddings, data.utt2spk())
     write_embeddings(out_dir / "spk_xvector", speakers)
-    logger.info("%s: %d utterance and %d speaker embeddings in %s (%.1f s)", data_dir, len(keys), len(speakers),
-                out_dir, time.monotonic() - started)
-    return {"utterances": len(keys), "speakers": len(speakers)}
+    logger.info("%s: %d utterance and %d speaker embeddings in %s (%.1f s)", data_dir, len(embeddings),
+                len(speakers), out_dir, time.monotonic() - started)
+    return {"utterances": len(embeddings), "speakers": len(speakers)}
 
 
 def embed_job(args: dict, job: int, num_jobs: int) -> None:

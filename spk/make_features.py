@@ -13,9 +13,7 @@ decoded audio: what training with on-the-fly features needs, with no feature dum
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import logging
 import os
 import sys
@@ -31,7 +29,7 @@ from spk.audio import AudioError, AudioReader
 from spk.data import io as dio
 from spk.data.subset import source_fingerprint, split_data_dir
 from spk.features import FeatureConfig, cmvn_stats, compute_features
-from spk.jobs import ParallelStep, parse_job_command, run_step
+from spk.jobs import ParallelStep, inputs_key, parse_job_command, run_step
 from spk.jobs.step import describe_jobs
 
 logger = logging.getLogger(__name__)
@@ -90,15 +88,16 @@ def make_features(data_dir: Path, config: FeatureConfig, feat_dir: Path, *, nj: 
     # ones, and those the current feats.scp points to stay intact until the new lists replace
     # it, so a failed run loses nothing; a rerun with the same inputs reuses the finished jobs.
     base = f"raw_{config.kind}_{data_dir.name}"
-    key = _inputs_key(data_dir, config, nj, compress, lengths_only)
+    key = inputs_key(source_fingerprint(data_dir), config.to_dict(), nj, compress, lengths_only)
+    prefix = feat_dir / f"{base}.{key}"
     step = ParallelStep(
         name=f"{'lengths' if lengths_only else 'make_' + config.kind}_{data_dir.name}", task="features",
         args={"parts": [str(part.absolute()) for part in parts], "config": config.to_dict(),
-              "prefix": str(feat_dir / f"{base}.{key}"), "compress": compress, "lengths_only": lengths_only},
-        num_jobs=nj, work_dir=feat_dir, log_dir=Path(log_dir) if log_dir else feat_dir / "log")
-    for job in range(1, nj + 1):  # a job counts as done only while its outputs are there
-        if force or not Path(f"{step.args['prefix']}.{job}.frames").exists():
-            step.marker(job).unlink(missing_ok=True)
+              "prefix": str(prefix), "compress": compress, "lengths_only": lengths_only},
+        num_jobs=nj, work_dir=feat_dir, log_dir=Path(log_dir) if log_dir else feat_dir / "log",
+        output=f"{prefix}.{{job}}.frames")
+    if force:
+        step.forget()
     what = "lengths (utt2num_frames, utt2dur; no features)" if lengths_only else f"{config.kind} features"
     logger.info("%s: computing %s for %d utterances with %d job(s)%s", data_dir, what, len(utts),
                 nj, ", stored compressed (Kaldi speech-feature 8-bit)" if compress else "")
@@ -111,8 +110,7 @@ def make_features(data_dir: Path, config: FeatureConfig, feat_dir: Path, *, nj: 
         logger.warning("no features for %s: %s", utt, message)
     if done < min_fraction * len(utts):
         jobs_with_failures = [job for job, job_failures in failures.items() if job_failures]
-        for job in jobs_with_failures:  # so that a rerun, after the audio is fixed, runs these jobs again
-            step.marker(job).unlink(missing_ok=True)
+        step.forget(jobs_with_failures)  # so that a rerun, after the audio is fixed, runs these jobs again
         raise FeatureExtractionError(
             f"{data_dir}: features for only {done} of {len(utts)} utterances "
             f"(fewer than {min_fraction:.0%}); first failure: {failed[0][1]}. "
@@ -148,13 +146,6 @@ def features_job(args: dict, job: int, num_jobs: int) -> None:
 def _read_failures(prefix: str) -> list[tuple[str, str]]:
     with open(f"{prefix}.failed") as handle:
         return [tuple(line.rstrip("\n").split("\t", 1)) for line in handle if line.strip()]
-
-
-def _inputs_key(data_dir: Path, config: FeatureConfig, nj: int, compress: bool, lengths_only: bool) -> str:
-    """A short hash of what the archives are made from: the data dir's files, the config and the options."""
-    text = json.dumps({"sources": source_fingerprint(data_dir), "config": config.to_dict(), "nj": nj,
-                       "compress": compress, "lengths_only": lengths_only}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
 def _extract_part(job) -> tuple[str, list[tuple[str, str]]]:

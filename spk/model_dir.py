@@ -224,6 +224,11 @@ def read_experiment_config(model_dir: str | os.PathLike) -> ExperimentConfig:
         raise TrainedModelError(f"cannot read {path}: {error}") from None
 
 
+def read_feature_config(model_dir: str | os.PathLike) -> FeatureConfig:
+    """The feature config a model was trained with (from its ``config.yaml``), without loading the model."""
+    return _feature_config(read_experiment_config(model_dir), Path(model_dir) / CONFIG)
+
+
 def _feature_config(config: ExperimentConfig, config_path: Path) -> FeatureConfig:
     if not config.features:
         raise TrainedModelError(f"{config_path} has no 'features:' section; it was not written by 'spk train' "

@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import logging
 import os
 import shutil
@@ -85,7 +84,7 @@ from spk.data import (
 )
 from spk.data.combine import INFO_NAME
 from spk.data.derived import check_new_place, check_replaceable, fingerprint, read_info, stage_and_move
-from spk.jobs import ParallelStep, parse_job_command, run_step
+from spk.jobs import ParallelStep, inputs_key, job_share, parse_job_command, run_step
 
 __all__ = ["augment_data_dir", "speed_perturb_data_dir"]
 
@@ -213,8 +212,7 @@ def _run_all(jobs: list[_Job], src: Path, out: Path, options: dict, dirs: dict[s
     the same options runs only the jobs that did not finish. Results are in plan order.
     """
     nj = max(1, min(nj, len(jobs)))
-    key = hashlib.sha256(json.dumps([options, nj], sort_keys=True).encode()).hexdigest()[:10]
-    work = out.parent.absolute() / f".{out.name}.jobs-{key}"
+    work = out.parent.absolute() / f".{out.name}.jobs-{inputs_key(options, nj)}"
     if force:
         shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
@@ -248,9 +246,8 @@ def augment_job(args: dict, job: int, num_jobs: int) -> None:
     work = Path(args["work"])
     with open(work / "plan.tsv") as handle:
         plan = [line.rstrip("\n").split("\t") for line in handle]
-    cut = np.linspace(0, len(plan), num_jobs + 1).round().astype(int)
     mine = [_Job(utt, speaker, source, tuple(k for k in kinds.split(",") if k), float(factor))
-            for utt, speaker, source, kinds, factor in plan[cut[job - 1]:cut[job]]]
+            for utt, speaker, source, kinds, factor in plan[job_share(len(plan), job, num_jobs)]]
     loaded = _load_sources(args["sources"])
     settings = _settings_for(Path(args["src"]), loaded, {k: tuple(v) for k, v in args["snrs"].items()},
                              tuple(args["babble_talkers"]), args["seed"], work)

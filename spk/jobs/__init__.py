@@ -21,6 +21,7 @@ Outputs do not depend on the backend: the same code runs each job.
 """
 
 from spk.jobs.backends import JobCommand, JobCommandError, JobError, parse_job_command
-from spk.jobs.step import JobsFailed, ParallelStep, run_step
+from spk.jobs.step import JobsFailed, ParallelStep, inputs_key, job_share, run_step
 
-__all__ = ["JobCommand", "JobCommandError", "JobError", "JobsFailed", "ParallelStep", "parse_job_command", "run_step"]
+__all__ = ["JobCommand", "JobCommandError", "JobError", "JobsFailed", "ParallelStep", "inputs_key", "job_share",
+           "parse_job_command", "run_step"]

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,23 @@ class JobsFailed(JobError):
     """Jobs of a step failed; the message names each one's log and shows its last lines."""
 
 
+def job_share(count: int, job: int, num_jobs: int) -> slice:
+    """The contiguous share of ``count`` items (in order) that job ``job`` of ``num_jobs`` works on."""
+    return slice(count * (job - 1) // num_jobs, count * job // num_jobs)
+
+
+def inputs_key(*inputs: Any) -> str:
+    """A short hash of what a step's outputs are made from (plain JSON values), to name their files."""
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:10]
+
+
 @dataclass(frozen=True)
 class ParallelStep:
-    """``num_jobs`` jobs of the registered ``task``, each called with ``args`` and its number (1-based)."""
+    """``num_jobs`` jobs of the registered ``task``, each called with ``args`` and its number (1-based).
+
+    ``output``, when given, is a path with ``{job}`` that each job writes: a job whose
+    output has gone since (e.g. deleted by hand) counts as not done, marker or not.
+    """
 
     name: str
     task: str
@@ -40,6 +55,7 @@ class ParallelStep:
     num_jobs: int
     work_dir: Path
     log_dir: Path
+    output: str = ""
 
     def __post_init__(self) -> None:
         task_function(self.task)  # an unknown task fails here, before anything runs
@@ -62,9 +78,16 @@ class ParallelStep:
         return Path(self.work_dir) / f"{self.name}.{job}.done"
 
     def is_done(self, job: int) -> bool:
-        """True when job ``job`` ended well with the arguments asked for now."""
+        """True when job ``job`` ended well with the arguments asked for now, and its output is there."""
         marker = self.marker(job)
+        if self.output and not Path(self.output.format(job=job)).exists():
+            return False
         return marker.is_file() and marker.read_text().strip() == self.fingerprint(job)
+
+    def forget(self, jobs: Sequence[int] | None = None) -> None:
+        """Remove the done markers of ``jobs`` (all by default): they run again next time."""
+        for job in jobs if jobs is not None else range(1, self.num_jobs + 1):
+            self.marker(job).unlink(missing_ok=True)
 
     def log(self, job: int) -> Path:
         """The log of job ``job``."""
@@ -95,8 +118,7 @@ def run_step(step: ParallelStep, command: JobCommand, *, threads_per_job: int = 
     tmp = step.spec_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(spec, indent=1, sort_keys=True) + "\n")
     tmp.replace(step.spec_path)
-    for job in pending:
-        step.marker(job).unlink(missing_ok=True)
+    step.forget(pending)
     if command.is_local() and len(pending) == 1:
         from spk.jobs.run import run_in_process
 
