@@ -449,20 +449,37 @@ class SpeakerModel:
         leaves the database as it was.
         """
         check_speaker_name(speaker)
-        if isinstance(audios, (str, os.PathLike, np.ndarray)):
-            audios = [audios]
-        if not audios:
-            raise SpkError(f"no enrollment audio given for speaker {speaker!r}")
-        items = []
-        for audio in tqdm(audios, desc=f"enroll {speaker}", unit="utt", leave=False, disable=len(audios) < 5):
-            vector, duration = self._embed(audio, **_embed_args(embed_options))
-            source = "<waveform>" if isinstance(audio, np.ndarray) else _source_name(audio)
-            items.append(Enrollment(source, duration, unit_length(vector)))
+        items = self.enrollments(audios, speaker=speaker, **embed_options)
         if isinstance(db, (str, os.PathLike)):
             with self.open_db(db, create=True) as opened:
                 return opened.add_enrollments(speaker, items)
         db.check_model(self.identity)
         return db.add_enrollments(speaker, items)
+
+    def enrollments(self, audios: Sequence[Audio], *, speaker: str = "", sources: Sequence[str] | None = None,
+                    **embed_options) -> list[Enrollment]:
+        """The enrollment utterances of ``audios`` (embedded, checked), ready for
+        :meth:`SpeakerDB.add_enrollments`; nothing is written.
+
+        ``sources`` names them in the database (default: the file's absolute path, or
+        ``<waveform>``); ``speaker`` only labels the progress bar.
+        """
+        if isinstance(audios, (str, os.PathLike, np.ndarray)):
+            audios = [audios]
+        if not audios:
+            raise SpkError(f"no enrollment audio given for speaker {speaker!r}")
+        if sources is not None and len(sources) != len(audios):
+            raise SpkError(f"{len(sources)} source names given for {len(audios)} recordings")
+        items = []
+        for i, audio in enumerate(tqdm(audios, desc=f"enroll {speaker}", unit="utt", leave=False,
+                                       disable=len(audios) < 5)):
+            vector, duration = self._embed(audio, **_embed_args(embed_options))
+            if sources is not None:
+                source = sources[i]
+            else:
+                source = "<waveform>" if isinstance(audio, np.ndarray) else _source_name(audio)
+            items.append(Enrollment(source, duration, unit_length(vector)))
+        return items
 
 
 # --- helpers --------------------------------------------------------------------------

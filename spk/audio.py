@@ -49,8 +49,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-__all__ = ["AudioError", "AudioReader", "is_pipe", "read_audio", "read_audio_file", "read_audio_with_rate",
-           "read_segment"]
+__all__ = ["AudioError", "AudioFormatError", "AudioReader", "AudioTooLongError", "audio_container", "is_pipe",
+           "read_audio", "read_audio_bytes", "read_audio_file", "read_audio_with_rate", "read_segment"]
 
 RESAMPLE_QUALITY = "HQ"
 SEGMENT_END_TOLERANCE_S = 0.01
@@ -60,6 +60,18 @@ STDERR_TAIL_CHARS = 2000
 
 class AudioError(Exception):
     """Audio could not be read; the message names the utterance, the source and the fix."""
+
+
+class AudioFormatError(AudioError):
+    """Bytes handed over as audio are not in an accepted container (by their header)."""
+
+
+class AudioTooLongError(AudioError):
+    """Audio handed over is longer than the caller accepts (known from its header, before decoding)."""
+
+
+# Containers accepted from memory (uploads, standard input), by their first bytes.
+MEMORY_CONTAINERS = {b"RIFF": "WAV", b"RF64": "WAV", b"fLaC": "FLAC", b"OggS": "Ogg"}
 
 
 @dataclass(frozen=True)
@@ -116,6 +128,43 @@ def read_audio_file(path: str | os.PathLike, *, target_rate: int | None = 16000,
     origin = _Origin(path, given=True)
     samples, rate = _read_file_range(path, 0.0, None, channel, origin)
     return _finish(samples, rate, target_rate, origin)
+
+
+def audio_container(head: bytes) -> str | None:
+    """The container (``WAV``, ``FLAC``, ``Ogg``) that bytes starting with ``head`` claim to be, or None."""
+    kind = MEMORY_CONTAINERS.get(bytes(head[:4]))
+    if kind == "WAV" and head[8:12] != b"WAVE":
+        return None
+    return kind
+
+
+def read_audio_bytes(data: bytes, *, name: str = "the upload", target_rate: int | None = 16000,
+                     max_seconds: float | None = None) -> np.ndarray:
+    """Decode WAV, FLAC or Ogg audio held in memory to float32 mono at ``target_rate``.
+
+    For audio handed over by others (HTTP uploads): the container is recognised by its
+    header before anything is decoded (anything else is an :class:`AudioFormatError`),
+    the duration is read from the header and checked against ``max_seconds`` before
+    decoding (:class:`AudioTooLongError`), and nothing is written to disk or run.
+    ``name`` names the audio in messages.
+    """
+    _check_options(target_rate, "mean")
+    kind = audio_container(data[:12])
+    if kind is None:
+        raise AudioFormatError(f"{name} is not WAV, FLAC or Ogg audio (it starts with {bytes(data[:8])!r}); "
+                               "send one of those")
+    origin = _Origin(name, given=True)
+    try:
+        with sf.SoundFile(io.BytesIO(data)) as audio:
+            rate, frames = audio.samplerate, audio.frames
+            if max_seconds is not None and frames / rate > max_seconds:
+                raise AudioTooLongError(f"{name} is {frames / rate:.1f} s long; at most {max_seconds:g} s is "
+                                        "accepted: send a shorter recording")
+            samples = audio.read(dtype="float32", always_2d=True)
+    except (RuntimeError, TypeError) as exc:
+        raise AudioError(f"{name}: {kind} audio that cannot be decoded ({exc}); send a complete, undamaged "
+                         "file") from None
+    return _finish(_to_mono(samples, "mean", origin), rate, target_rate, origin)
 
 
 def read_audio_with_rate(
@@ -429,6 +478,8 @@ def _finish(samples: np.ndarray, rate: int, target_rate: int | None, origin: _Or
 
 
 def _check_not_empty(samples: np.ndarray, origin: _Origin) -> None:
+    if len(samples) == 0 and origin.given:
+        raise origin.error("the audio has 0 samples", "Record or export it again")
     if len(samples) == 0:
         raise origin.error(
             "the audio has 0 samples", "Drop the utterance from the data dir, or fix its segment times"

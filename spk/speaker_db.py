@@ -13,6 +13,15 @@ Tables
     embeddings (float32 BLOB) and how many utterances it averages. It is
     recomputed in the same transaction that adds utterances, so the model and
     its utterances always agree.
+    ``api_keys``: the keys of ``spk serve`` (see :mod:`spk.service.auth`): id,
+    name, scope, the SHA-256 of the secret (never the secret), created and
+    revoked times.
+    ``audit``: append-only (triggers refuse updates and deletes): one row per
+    enrollment, removal, decision and key change: time, who (an API key id, or
+    ``cli``), action, speaker, score, decision and a short detail; never audio.
+    An enrollment or removal and its audit row are one transaction.
+
+    Version 1 files (without the last two tables) are upgraded in place when opened.
 
 Concurrency
     The file is in WAL mode (readers never block the writer), foreign keys are on
@@ -35,7 +44,7 @@ import os
 import sqlite3
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -44,9 +53,9 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SCHEMA_VERSION", "Enrollment", "ModelIdentity", "SpeakerDB", "SpeakerDBError", "SpeakerInfo"]
+__all__ = ["SCHEMA_VERSION", "ApiKey", "AuditRecord", "Enrollment", "ModelIdentity", "SpeakerDB", "SpeakerDBError", "SpeakerInfo"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_S = 60.0
 SQLITE_MAGIC = b"SQLite format 3\x00"
 MAX_NAME_CHARS = 200
@@ -78,6 +87,32 @@ CREATE TABLE IF NOT EXISTS speaker_models (
     updated TEXT NOT NULL
 );
 """
+
+# Added in version 2: ``_create_tables`` makes them for a new file, ``_initialise`` for a version 1 file.
+_SCHEMA_V2 = (
+    """CREATE TABLE IF NOT EXISTS api_keys (
+        key_id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        secret_sha256 TEXT NOT NULL,
+        created TEXT NOT NULL,
+        revoked TEXT
+    )""",
+    """CREATE TABLE IF NOT EXISTS audit (
+        id INTEGER PRIMARY KEY,
+        time TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        action TEXT NOT NULL,
+        speaker TEXT,
+        score REAL,
+        decision TEXT,
+        detail TEXT NOT NULL DEFAULT ''
+    )""",
+    "CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit "
+    "BEGIN SELECT RAISE(ABORT, 'the audit table is append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit "
+    "BEGIN SELECT RAISE(ABORT, 'the audit table is append-only'); END",
+)
 
 
 class SpeakerDBError(ValueError):
@@ -116,6 +151,46 @@ class SpeakerInfo:
         """Plain mapping, for JSON output."""
         return {"speaker": self.name, "utterances": self.num_utterances, "duration_s": round(self.duration, 3),
                 "created": self.created, "updated": self.updated}
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One row of the append-only audit table."""
+
+    id: int
+    time: str
+    key_id: str
+    action: str
+    speaker: str | None
+    score: float | None
+    decision: str | None
+    detail: str
+
+    def to_dict(self) -> dict:
+        """Plain mapping, for JSON output."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """An API key's record (never its secret): id, name, scope, when made and when revoked (None: valid)."""
+
+    key_id: str
+    name: str
+    scope: str
+    created: str
+    revoked: str | None = None
+
+    def to_dict(self) -> dict:
+        """Plain mapping, for JSON output."""
+        return asdict(self)
+
+
+def _audit(conn: sqlite3.Connection, time_: str, actor: str, action: str, speaker: str | None,
+           score: float | None = None, decision: str | None = None, detail: str = "") -> None:
+    """Append an audit row inside the caller's transaction."""
+    conn.execute("INSERT INTO audit(time, key_id, action, speaker, score, decision, detail) "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?)", (time_, actor, action, speaker, score, decision, detail))
 
 
 def _now() -> str:
@@ -224,11 +299,12 @@ class SpeakerDB:
             self._conn.execute("BEGIN IMMEDIATE")
             yield self._conn
 
-    def add_enrollments(self, speaker: str, enrollments: Sequence[Enrollment]) -> int:
+    def add_enrollments(self, speaker: str, enrollments: Sequence[Enrollment], *, actor: str = "cli",
+                        detail: str = "") -> int:
         """Add utterances to ``speaker`` (made when new) and recompute its model; returns its utterance count.
 
-        All utterances and the new model are written in one transaction: either all of
-        them are added or, on any error, none.
+        All utterances, the new model and the audit row (``actor``: who asked) are written
+        in one transaction: either all of them are added or, on any error, none.
         """
         check_speaker_name(speaker)
         if not enrollments:
@@ -248,6 +324,8 @@ class SpeakerDB:
                 [(speaker_id, str(item.source), float(item.duration), _to_blob(item.embedding), now)
                  for item in enrollments])
             count = self._update_model(conn, speaker_id, now)
+            _audit(conn, now, actor, "enroll", speaker, detail=f"+{len(enrollments)} utterance(s), {count} in all"
+                   + (f"; {detail}" if detail else ""))
         logger.info("%s: speaker %r now has %d enrollment utterance(s)", self.path, speaker, count)
         return count
 
@@ -266,16 +344,65 @@ class SpeakerDB:
             (speaker_id, _to_blob(mean), len(rows), now))
         return len(rows)
 
-    def remove(self, speaker: str) -> int:
-        """Remove a speaker with its utterances and model; returns how many utterances went with it."""
+    def remove(self, speaker: str, *, actor: str = "cli", detail: str = "") -> int:
+        """Remove a speaker with its utterances and model (and audit it); returns how many utterances went."""
         with self._transaction() as conn:
             row = conn.execute("SELECT id FROM speakers WHERE name = ?", (speaker,)).fetchone()
             if row is None:
                 raise self._unknown(speaker)
             (count,) = conn.execute("SELECT COUNT(*) FROM enrollments WHERE speaker_id = ?", row).fetchone()
             conn.execute("DELETE FROM speakers WHERE id = ?", row)
+            _audit(conn, _now(), actor, "remove", speaker, detail=f"{count} utterance(s)"
+                   + (f"; {detail}" if detail else ""))
         logger.info("%s: removed speaker %r (%d utterance(s))", self.path, speaker, count)
         return int(count)
+
+    def record_decision(self, actor: str, action: str, speaker: str | None, score: float | None,
+                        decision: str, detail: str = "") -> None:
+        """Append a decision (``verify``, ``identify``) to the audit table."""
+        with self._transaction() as conn:
+            _audit(conn, _now(), actor, action, speaker, score, decision, detail)
+
+    def audit_records(self, limit: int | None = None, after_id: int = 0) -> list[AuditRecord]:
+        """Audit rows after ``after_id``, oldest first; with ``limit``, only the newest ``limit`` of them."""
+        query = ("SELECT id, time, key_id, action, speaker, score, decision, detail FROM audit WHERE id > ? "
+                 "ORDER BY id DESC" + (" LIMIT ?" if limit is not None else ""))
+        rows = self._conn.execute(query, (after_id, limit) if limit is not None else (after_id,)).fetchall()
+        return [AuditRecord(*row) for row in reversed(rows)]
+
+    # --- API keys (their meaning is spk.service.auth's) -----------------------------------
+
+    def add_key(self, key: ApiKey, secret_sha256: str, actor: str = "cli") -> None:
+        """Store a new API key's record and the hash of its secret."""
+        with self._transaction() as conn:
+            conn.execute("INSERT INTO api_keys(key_id, name, scope, secret_sha256, created) VALUES (?, ?, ?, ?, ?)",
+                         (key.key_id, key.name, key.scope, secret_sha256, key.created))
+            _audit(conn, key.created, actor, "key_create", None, detail=f"{key.key_id} ({key.scope}, {key.name})")
+
+    def api_keys(self) -> list[ApiKey]:
+        """Every API key, revoked ones included, oldest first."""
+        return [ApiKey(*row) for row in self._conn.execute(
+            "SELECT key_id, name, scope, created, revoked FROM api_keys ORDER BY created, key_id")]
+
+    def api_key(self, key_id: str) -> tuple[ApiKey, str] | None:
+        """``(record, secret hash)`` of one key, or None when there is no such key."""
+        row = self._conn.execute("SELECT key_id, name, scope, created, revoked, secret_sha256 FROM api_keys "
+                                 "WHERE key_id = ?", (key_id,)).fetchone()
+        return None if row is None else (ApiKey(*row[:5]), row[5])
+
+    def revoke_key(self, key_id: str, actor: str = "cli") -> ApiKey:
+        """Revoke a key (its record stays, for the audit trail); revoking it again changes nothing."""
+        with self._transaction() as conn:
+            row = conn.execute("SELECT revoked FROM api_keys WHERE key_id = ?", (key_id,)).fetchone()
+            if row is None:
+                known = ", ".join(key.key_id for key in self.api_keys()) or "none"
+                raise SpeakerDBError(f"there is no API key {key_id!r} in {self.path} (keys: {known}); "
+                                     f"see 'spk keys list --db {self.path}'")
+            if row[0] is None:
+                now = _now()
+                conn.execute("UPDATE api_keys SET revoked = ? WHERE key_id = ?", (now, key_id))
+                _audit(conn, now, actor, "key_revoke", None, detail=key_id)
+        return self.api_key(key_id)[0]
 
     # --- reading ------------------------------------------------------------------------
 
@@ -370,23 +497,11 @@ def _check_file(path: Path, create: bool) -> bool:
 
 
 def _initialise(conn: sqlite3.Connection, path: Path, model: ModelIdentity | None) -> dict[str, str]:
-    """The meta of an existing speaker database; with ``model``, make the schema when the file has none."""
-    if model is None:
-        meta = _read_meta(conn, path)
-    else:
-        with conn:
-            conn.execute("BEGIN IMMEDIATE")  # one creator at a time: the check and the creation are atomic
-            meta = _read_meta(conn, path, allow_empty=True)
-            if meta is None:
-                # statement by statement: executescript() would commit the transaction first
-                for statement in filter(str.strip, _SCHEMA.split(";")):
-                    conn.execute(statement)
-                conn.executemany("INSERT INTO meta(key, value) VALUES (?, ?)", [
-                    ("schema_version", str(SCHEMA_VERSION)), ("model_id", model.model_id),
-                    ("embedding_dim", str(model.embedding_dim)), ("model_source", model.source),
-                    ("created", _now())])
-                logger.info("%s: new speaker database for model %s", path, model.model_id[:12])
-                meta = _read_meta(conn, path)
+    """The meta of an existing speaker database (a version 1 one upgraded); with ``model``, make the schema
+    when the file has none."""
+    meta = _read_meta(conn, path, allow_empty=model is not None)
+    if meta is None or meta.get("schema_version") == "1":
+        meta = _create_or_upgrade(conn, path, model)
     version = meta.get("schema_version", "")
     if version != str(SCHEMA_VERSION):
         raise SpeakerDBError(f"{path} has speaker-database schema version {version!r}; this spk reads version "
@@ -394,6 +509,31 @@ def _initialise(conn: sqlite3.Connection, path: Path, model: ModelIdentity | Non
     missing = {"model_id", "embedding_dim"} - set(meta)
     if missing:
         raise SpeakerDBError(f"{path}: its meta table lacks {', '.join(sorted(missing))}; the database is damaged")
+    return meta
+
+
+def _create_or_upgrade(conn: sqlite3.Connection, path: Path, model: ModelIdentity | None) -> dict[str, str]:
+    """Make the schema in an empty file, or upgrade a version 1 file, under the write lock."""
+    with conn:
+        conn.execute("BEGIN IMMEDIATE")  # one creator or upgrader at a time: the check and the change are atomic
+        meta = _read_meta(conn, path, allow_empty=model is not None)
+        if meta is None:
+            # statement by statement: executescript() would commit the transaction first
+            for statement in [*filter(str.strip, _SCHEMA.split(";")), *_SCHEMA_V2]:
+                conn.execute(statement)
+            conn.executemany("INSERT INTO meta(key, value) VALUES (?, ?)", [
+                ("schema_version", str(SCHEMA_VERSION)), ("model_id", model.model_id),
+                ("embedding_dim", str(model.embedding_dim)), ("model_source", model.source),
+                ("created", _now())])
+            logger.info("%s: new speaker database for model %s", path, model.model_id[:12])
+            meta = _read_meta(conn, path)
+        elif meta.get("schema_version") == "1":
+            for statement in _SCHEMA_V2:
+                conn.execute(statement)
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+            logger.info("%s: upgraded from speaker-database schema 1 to %d (API keys, audit trail)",
+                        path, SCHEMA_VERSION)
+            meta = _read_meta(conn, path)
     return meta
 
 
