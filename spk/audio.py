@@ -164,6 +164,9 @@ def read_audio_bytes(data: bytes, *, name: str = "the upload", target_rate: int 
     except (RuntimeError, TypeError) as exc:
         raise AudioError(f"{name}: {kind} audio that cannot be decoded ({exc}); send a complete, undamaged "
                          "file") from None
+    if not np.all(np.isfinite(samples)):
+        raise AudioError(f"{name} holds samples that are not numbers (NaN or infinite): the audio is damaged; "
+                         "record or export it again")
     return _finish(_to_mono(samples, "mean", origin), rate, target_rate, origin)
 
 

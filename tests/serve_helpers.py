@@ -85,12 +85,12 @@ def speech_wav(index: int = 0, seconds: float | None = 4.0) -> bytes:
     return wav_bytes(samples, rate)
 
 
-def wav_bytes(samples: np.ndarray, rate: int = 16000) -> bytes:
-    """``samples`` as 16-bit PCM WAV bytes."""
+def wav_bytes(samples: np.ndarray, rate: int = 16000, subtype: str = "PCM_16") -> bytes:
+    """``samples`` as WAV bytes (16-bit PCM, or another soundfile subtype such as ``FLOAT``)."""
     import soundfile as sf
 
     buffer = io.BytesIO()
-    sf.write(buffer, samples, rate, format="WAV", subtype="PCM_16")
+    sf.write(buffer, samples, rate, format="WAV", subtype=subtype)
     return buffer.getvalue()
 
 

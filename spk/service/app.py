@@ -40,7 +40,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from spk.api import SpeakerModel, SpkError, SpkInputError, parse_operating_point
 from spk.audio import AudioError, AudioFormatError, AudioTooLongError, read_audio_bytes
 from spk.service.access_log import RequestGuard
-from spk.service.auth import SCOPES, AuthError, RateLimiter, authenticate, create_key
+from spk.service.auth import SCOPES, AuthError, RateLimiter, authenticate, create_key, require_scope
 from spk.speaker_db import SpeakerDB, SpeakerDBError, check_speaker_name
 
 __all__ = ["API_VERSION", "ServeSettings", "create_app"]
@@ -224,12 +224,13 @@ def _key_dependency(scope: str):
                 raise AuthError("send the key as 'Authorization: Bearer <key>'")
             presented = value.strip()
         with service.open_db() as db:
-            key = authenticate(db, presented, scope)
+            key = authenticate(db, presented)
         request.state.key_id = key.key_id
-        wait = service.limiter.retry_after(key.key_id)
+        wait = service.limiter.retry_after(key.key_id)  # refused requests count too
         if wait > 0:
             raise ServiceError(429, f"the rate limit of key {key.key_id} ({service.limiter.rate:g} requests/s) "
                                     "is reached; slow down", {"Retry-After": str(max(1, math.ceil(wait)))})
+        require_scope(key, scope)
         return key
 
     return check

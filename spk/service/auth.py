@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 
 from spk.speaker_db import ApiKey, SpeakerDB
 
-__all__ = ["SCOPES", "AuthError", "RateLimiter", "authenticate", "create_key", "has_scope"]
+__all__ = ["SCOPES", "AuthError", "RateLimiter", "authenticate", "create_key", "has_scope", "require_scope"]
 
 SCOPES = ("admin", "verify")
 _KEY = re.compile(r"spk_([0-9a-f]{8})_([A-Za-z0-9_-]{43})")
@@ -65,8 +65,8 @@ def has_scope(key: ApiKey, scope: str) -> bool:
     return key.scope == "admin" or key.scope == scope
 
 
-def authenticate(db: SpeakerDB, presented: str | None, scope: str) -> ApiKey:
-    """The record of the valid, unrevoked key ``presented`` if it has ``scope``; else :class:`AuthError`."""
+def authenticate(db: SpeakerDB, presented: str | None) -> ApiKey:
+    """The record of the valid, unrevoked key ``presented``; else :class:`AuthError` (401)."""
     if not presented:
         raise AuthError("an API key is needed: send 'Authorization: Bearer <key>' (make one with 'spk keys create')")
     match = _KEY.fullmatch(presented.strip())
@@ -81,9 +81,13 @@ def authenticate(db: SpeakerDB, presented: str | None, scope: str) -> ApiKey:
     key = stored[0]
     if key.revoked is not None:
         raise AuthError(f"the API key {key_id} was revoked at {key.revoked}")
-    if not has_scope(key, scope):
-        raise AuthError(f"the API key {key_id} has scope {key.scope!r}, and this needs {scope!r}", status=403)
     return key
+
+
+def require_scope(key: ApiKey, scope: str) -> None:
+    """:class:`AuthError` (403) unless ``key`` may do what ``scope`` allows."""
+    if not has_scope(key, scope):
+        raise AuthError(f"the API key {key.key_id} has scope {key.scope!r}, and this needs {scope!r}", status=403)
 
 
 @dataclass
