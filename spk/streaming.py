@@ -51,7 +51,7 @@ import soundfile as sf
 import soxr
 import torch
 
-from spk.audio import RESAMPLE_QUALITY, AudioError
+from spk.audio import MEMORY_CONTAINERS, RESAMPLE_QUALITY, AudioError
 from spk.features import FeatureConfig, cmvn_stats, energy_vad, frame_log_energy, normalise, online_extractor
 from spk.inference import embed_features
 from spk.models.embedder import SpeakerEmbedder
@@ -478,8 +478,8 @@ def _decode(data: bytes, channels: int, width: int, kind: str) -> np.ndarray:
     return samples
 
 
-# Containers read from a stream whole (soundfile decodes them from memory), by their first bytes.
-_WHOLE_STREAM_FORMATS = {b"fLaC": "FLAC", b"OggS": "Ogg"}
+# Containers read from a stream whole (soundfile decodes them from memory), by their first bytes; WAV streams.
+_WHOLE_STREAM_FORMATS = {head: kind for head, kind in MEMORY_CONTAINERS.items() if kind != "WAV"}
 
 
 def _stream_chunks(stream: BinaryIO, chunk_seconds: float, raw: bool) -> Iterator[np.ndarray]:
