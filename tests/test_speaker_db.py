@@ -226,3 +226,37 @@ def test_concurrent_writers_lose_nothing(tmp_path, speakers):
         for name in counts:  # each model agrees with all of its utterances
             embeddings = [e.embedding for e in db.enrollments(name)]
             np.testing.assert_allclose(db.speaker_model(name), unit_mean(embeddings), atol=1e-6)
+
+
+def test_a_version_1_database_is_upgraded_in_place_and_keeps_its_speakers(tmp_path):
+    path = tmp_path / "old.db"
+    with SpeakerDB.open(path, create=True, model=MODEL) as db:
+        db.add_enrollments("alice", items(vectors(2, 0)))
+    with sqlite3.connect(path) as conn:  # what spk wrote before the server: no keys, no audit
+        for name in ("audit_no_update", "audit_no_delete"):
+            conn.execute(f"DROP TRIGGER {name}")
+        conn.execute("DROP TABLE audit")
+        conn.execute("DROP TABLE api_keys")
+        conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    with SpeakerDB.open(path, model=MODEL) as db:
+        assert db.speaker_names() == ["alice"] and db.api_keys() == []
+        db.remove("alice")
+        [record] = db.audit_records()
+    assert (record.key_id, record.action, record.speaker) == ("cli", "remove", "alice")
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (str(SCHEMA_VERSION),)
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            conn.execute("UPDATE audit SET decision = 'accept'")
+
+
+def test_enrollments_and_removals_are_audited_in_their_own_transaction(tmp_path):
+    path = tmp_path / "voices.db"
+    with SpeakerDB.open(path, create=True, model=MODEL) as db:
+        db.add_enrollments("alice", items(vectors(2, 0)), actor="k1")
+        with pytest.raises(SpeakerDBError):
+            db.add_enrollments("bob", [Enrollment("/x.wav", 1.0, np.full(8, np.nan, np.float32))], actor="k1")
+        db.record_decision("k2", "verify", "alice", 0.75, "accept", "request r1")
+        rows = [(r.key_id, r.action, r.speaker, r.decision) for r in db.audit_records()]
+        assert rows == [("k1", "enroll", "alice", None), ("k2", "verify", "alice", "accept")]
+        assert [r.action for r in db.audit_records(limit=1)] == ["verify"]
+        assert db.audit_records(after_id=2) == []
