@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -92,6 +93,11 @@ def serve(model_path, db_path, host, port, device, max_upload_mb, max_audio_seco
                             timeout_graceful_shutdown=graceful_timeout, ssl_certfile=ssl_certfile,
                             ssl_keyfile=ssl_keyfile, server_header=False)
     server = uvicorn.Server(config)
+    # After a graceful stop uvicorn raises the signal again with the handlers it found installed: with
+    # Python's defaults the process would then die of SIGTERM (status 143) or a KeyboardInterrupt. The
+    # stop was clean, so those handlers do nothing and 'spk serve' exits 0.
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: None)
     server.run()
     if not server.started:
         _fail(f"the server could not start on {host}:{port} (see the log above)", False)
