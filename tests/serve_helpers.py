@@ -112,8 +112,9 @@ def make_key(db: Path, scope: str, name: str = "test", model: Path | None = None
         return create_key(opened, name, scope)[0]
 
 
-def wait_ready(url: str, timeout: float = 60.0, process: subprocess.Popen | None = None) -> None:
-    """Wait until ``url``/v1/ready answers 200 (or fail with the process's output)."""
+def wait_ready(url: str, timeout: float = 60.0, process: subprocess.Popen | None = None,
+               verify=True) -> None:
+    """Wait until ``url``/v1/ready answers 200 (``verify``: httpx's, for an https server)."""
     import httpx
 
     deadline = time.monotonic() + timeout
@@ -121,7 +122,7 @@ def wait_ready(url: str, timeout: float = 60.0, process: subprocess.Popen | None
         if process is not None and process.poll() is not None:
             raise AssertionError(f"the server exited with {process.returncode}")
         try:
-            if httpx.get(f"{url}/v1/ready", timeout=2).status_code == 200:
+            if httpx.get(f"{url}/v1/ready", timeout=2, verify=verify).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -161,9 +162,10 @@ class ThreadServer:
 class ServerProcess:
     """``python -m spk serve`` in its own process on a free port; its stderr (JSON log lines) in ``log``."""
 
-    def __init__(self, model_dir: Path, db: Path, log: Path, *options: str):
+    def __init__(self, model_dir: Path, db: Path, log: Path, *options: str, tls_cert: Path | None = None):
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.tls_cert = tls_cert  # with --ssl-certfile/--ssl-keyfile among the options: https, trusting it
+        self.url = f"{'https' if tls_cert else 'http'}://127.0.0.1:{self.port}"
         self.log = log
         self.command = [sys.executable, "-m", "spk", "serve", "--model", str(model_dir), "--db", str(db),
                         "--port", str(self.port), *options]
@@ -174,8 +176,14 @@ class ServerProcess:
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=env,
                                             cwd=ROOT)
-        wait_ready(self.url, process=self.process)
+        wait_ready(self.url, process=self.process, verify=self.ssl_context())
         return self
+
+    def ssl_context(self):
+        """What httpx's ``verify`` takes: trust this server's own certificate (or the system's CAs)."""
+        import ssl
+
+        return ssl.create_default_context(cafile=str(self.tls_cert)) if self.tls_cert else True
 
     def signal(self, number: int) -> None:
         self.process.send_signal(number)

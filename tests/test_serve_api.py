@@ -15,6 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
+from spk.speaker_db import SpeakerDB
 from tests.serve_helpers import ThreadServer, make_key, speech_files, speech_wav, untrained_model, wav_bytes
 from tests.test_cli_product import spk
 
@@ -263,3 +264,24 @@ def test_the_database_is_private_and_the_key_and_audit_commands(tmp_path):
     assert unknown.returncode == 3 and record["key_id"] in unknown.stderr
     trail = spk("audit", "--db", db, "--json")
     assert [json.loads(line)["action"] for line in trail.stdout.splitlines()] == ["key_create"]
+
+
+def test_a_request_that_cannot_be_served_in_time_gets_503_and_changes_nothing(tmp_path):
+    import threading
+
+    model = untrained_model(tmp_path / "model")
+    with ThreadServer(model, tmp_path / "v.db", request_timeout_s=0.5, inference_workers=1) as busy:
+        busy.db = tmp_path / "v.db"
+        admin = _key(busy)
+        release = threading.Event()
+        busy.app.state.service.pool.submit(release.wait, 30)  # the only inference worker is taken
+        try:
+            before = _state(busy)
+            answer = _enroll(busy, admin, "late", speech_wav(0))
+            assert answer.status_code == 503 and "0.5 s" in answer.json()["error"]
+        finally:
+            release.set()
+        assert _enroll(busy, admin, "on time", speech_wav(0)).status_code == 201
+        with SpeakerDB.open(busy.db) as db:  # the late request's work, dequeued after its deadline, did nothing
+            assert db.speaker_names() == ["on time"]
+        assert _state(busy)[0] == before[0] + 1
