@@ -285,3 +285,15 @@ def test_a_request_that_cannot_be_served_in_time_gets_503_and_changes_nothing(tm
         with SpeakerDB.open(busy.db) as db:  # the late request's work, dequeued after its deadline, did nothing
             assert db.speaker_names() == ["on time"]
         assert _state(busy)[0] == before[0] + 1
+
+
+def test_a_vanished_database_is_503_not_a_crash(tmp_path):
+    model = untrained_model(tmp_path / "model")
+    db = tmp_path / "v.db"
+    key = {"Authorization": f"Bearer {make_key(db, 'admin', model=model)}"}
+    with ThreadServer(model, db) as server:
+        db.rename(tmp_path / "moved.db")
+        assert httpx.get(f"{server.url}/v1/ready").status_code == 503
+        answer = httpx.post(f"{server.url}/v1/verify", headers=key, data={"speaker": "x"},
+                            files=_audio(speech_wav(0)))
+        assert answer.status_code == 503 and "does not exist" in answer.json()["error"]

@@ -64,10 +64,15 @@ def serve(model_path, db_path, host, port, device, max_upload_mb, max_audio_seco
         raise click.UsageError("give both --ssl-certfile and --ssl-keyfile, or neither")
     _json_logging()
     import torch
-    import uvicorn
 
+    try:
+        import uvicorn
+
+        from spk.service.app import ServeSettings, create_app
+    except ImportError as error:
+        _fail(f"spk serve needs the 'serve' extra ({error}): pip install 'spk[serve]' "
+              "(fastapi, uvicorn, python-multipart)", False)
     from spk.api import SpeakerModel, SpkError
-    from spk.service.app import ServeSettings, create_app
     from spk.threads import available_cores
 
     cores = available_cores().cores

@@ -249,6 +249,11 @@ def _add_error_handlers(app: FastAPI) -> None:
         headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
         return answer(error.status, str(error), headers)
 
+    @app.exception_handler(SpeakerDBError)
+    async def database_error(_request, error: SpeakerDBError):  # the database went away or was damaged
+        logger.error("speaker database: %s", error)
+        return answer(503, f"the speaker database cannot be used now: {error}")
+
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request, error: RequestValidationError):
         problems = "; ".join(f"{'.'.join(str(p) for p in item.get('loc', ())[1:]) or 'request'}: "
