@@ -109,16 +109,21 @@ def serve(model_path, db_path, host, port, device, max_upload_mb, max_audio_seco
 
 
 def _json_logging() -> None:
-    """Every log record of spk and uvicorn as one JSON line on stderr."""
+    """Every log record (spk's and uvicorn's at INFO, any other library's warnings) and Python's warnings as
+    one JSON line on stderr."""
     from spk.service.access_log import JsonFormatter
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    logging.captureWarnings(True)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
     for name in ("spk", "uvicorn", "uvicorn.error"):
         named = logging.getLogger(name)
-        named.handlers[:] = [handler]
+        named.handlers[:] = []
         named.setLevel(logging.INFO)
-        named.propagate = False
+        named.propagate = True
 
 
 # --- keys --------------------------------------------------------------------------------------
