@@ -314,13 +314,15 @@ def audit_baseline(db_path: Path) -> int:
 
 
 def check_database(db_path: Path, outcomes: list[Outcome], before: dict[str, int], audit_after: int,
-                   in_flight_ok: bool = False) -> dict:
+                   in_flight_ok: bool = False, prefix: str | None = None) -> dict:
     """Check the database against what the server answered (module docstring); returns a report with ``ok``.
 
     ``before``: speakers enrolled before the run with their utterance counts (they must be
     unchanged). ``audit_after``: the newest audit row id before the run. With
     ``in_flight_ok``, a request that got no answer (a killed server) may have landed or not,
     but all of it or none: an enrollment's speaker, utterances, model and audit row together.
+    ``prefix``: only speakers named ``prefix-...`` are the run's (a shared database); without
+    it, every speaker not in ``before`` must be an enrollment of ``outcomes``.
     """
     from spk.speaker_db import SpeakerDB
 
@@ -378,14 +380,11 @@ def check_database(db_path: Path, outcomes: list[Outcome], before: dict[str, int
             problems.append(f"enrollment {o.speaker} without an answer ({o.error}): "
                             f"{speakers.get(o.speaker, 0)} utterance(s) of {o.files}, "
                             f"{len(enroll_rows.get(o.speaker, []))} audit row(s)")
-    expected_names = set(before) | {o.speaker for o in acknowledged} | {o.speaker for o in in_flight}
-    run_names = {name for name in speakers if name not in before}
-    strangers = sorted(run_names - expected_names)
-    if strangers and before:  # a shared database may hold others' speakers; only the run's prefix is ours
-        prefix = next(iter(before)).split("-base-")[0]
-        strangers = [name for name in strangers if name.startswith(prefix + "-")]
-        if strangers:
-            problems.append(f"speakers nobody acknowledged are enrolled: {strangers[:5]}")
+    explained = set(before) | {o.speaker for o in acknowledged} | {o.speaker for o in in_flight}
+    strangers = sorted(name for name in speakers if name not in explained
+                       and (prefix is None or name.startswith(prefix + "-")))
+    if strangers:
+        problems.append(f"{len(strangers)} speaker(s) nobody acknowledged are enrolled: {strangers[:5]}")
 
     decisions = [o for o in outcomes if o.kind in ("verify", "identify")]
     decided = [o for o in decisions if o.acknowledged]
@@ -538,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
     for example in summary["error_examples"]:
         print(f"error: {example['kind']} {example['speaker']} -> {example['status']}: {example['error']}")
     if args.db is not None:
-        summary["database"] = check_database(args.db, outcomes, before, audit_after)
+        summary["database"] = check_database(args.db, outcomes, before, audit_after, prefix=prefix)
         db = summary["database"]
         print(f"database {args.db}: {'ok' if db['ok'] else 'PROBLEMS'}; integrity_check {db['integrity_check']}; "
               f"{db['enrollments_acknowledged']} acknowledged enrollment(s) all present, "
