@@ -297,3 +297,14 @@ def test_a_vanished_database_is_503_not_a_crash(tmp_path):
         answer = httpx.post(f"{server.url}/v1/verify", headers=key, data={"speaker": "x"},
                             files=_audio(speech_wav(0)))
         assert answer.status_code == 503 and "does not exist" in answer.json()["error"]
+
+
+def test_answers_carry_security_headers_and_the_page_loads_nothing_from_elsewhere(server):
+    answer = httpx.get(f"{server.url}/v1/health")
+    assert "default-src 'self'" in answer.headers["content-security-policy"]
+    assert answer.headers["x-frame-options"] == "DENY" and answer.headers["cache-control"] == "no-store"
+    assert len(answer.headers["x-request-id"]) == 16
+    assert httpx.get(f"{server.url}/docs").status_code == 404  # Swagger UI would load scripts from a CDN
+    page = httpx.get(f"{server.url}/")
+    if page.status_code == 200:
+        assert "http://" not in page.text and "https://" not in page.text

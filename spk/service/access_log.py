@@ -4,7 +4,7 @@
 reads the whole body, refusing with 413 one over ``max_body_bytes`` (at once when the
 ``Content-Length`` says so, else as soon as the bytes pass the limit) and with 408 one whose
 body does not arrive within ``body_timeout_s``; so no handler ever waits on a slow client
-or holds more than the limit. After the response it logs one line: time, request id,
+or holds more than the limit. Every answer gets :data:`SECURITY_HEADERS`. After the response it logs one line: time, request id,
 method, path, status, latency, the key id (set by the authentication) and the client.
 
 :class:`JsonFormatter` writes every log record of the server as one JSON object per line.
@@ -22,6 +22,16 @@ from datetime import datetime, timezone
 __all__ = ["JsonFormatter", "RequestGuard"]
 
 access_logger = logging.getLogger("spk.service.access")
+# On every answer: the page runs only its own scripts and cannot be framed; nothing is cached or sniffed.
+SECURITY_HEADERS = [
+    # blob: scripts and media are the page's own: its microphone worklet and its recordings
+    (b"content-security-policy", b"default-src 'self'; script-src 'self' blob:; media-src 'self' blob:; "
+                                 b"frame-ancestors 'none'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-store"),
+]
 
 
 class JsonFormatter(logging.Formatter):
@@ -65,7 +75,7 @@ class RequestGuard:
         async def send_logged(message):
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
-                message = {**message, "headers": [*message.get("headers", []),
+                message = {**message, "headers": [*message.get("headers", []), *SECURITY_HEADERS,
                                                   (b"x-request-id", request_id.encode())]}
             await send(message)
 

@@ -162,7 +162,7 @@ def create_app(model: SpeakerModel, settings: ServeSettings) -> FastAPI:
     app = FastAPI(title="spk speaker verification", version=API_VERSION,
                   description="Enroll speakers, verify claims and identify speakers with a trained spk model. "
                               "Send an API key as 'Authorization: Bearer <key>'.",
-                  responses=_ERRORS)
+                  responses=_ERRORS, docs_url=None, redoc_url=None)  # their pages load scripts from a CDN
     app.state.service = service
     _add_error_handlers(app)
     _add_routes(app, service)
