@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Debian's headless Chromium and its chromedriver, for the browser test of the `spk serve` web page
+# (tests/test_web_page.py) and for trying the page by hand.
+#
+#   tools/chromium_local.sh install   install Debian's chromium and chromium-driver if missing (root and
+#                                     apt-get needed for that), then print the two paths
+#   tools/chromium_local.sh status    print the paths and versions (exit 0), or say what is missing (exit 3)
+#
+# The packages are installed with --no-install-recommends (no fonts/extras the test does not need).
+# Output on success, one line each, for scripts:  chromium=/usr/bin/chromium  chromedriver=/usr/bin/chromedriver
+#
+# Exit codes: 0 ok, 1 failure (the message says which step), 2 not root where installing needs root,
+# 3 (status only) not installed.
+set -euo pipefail
+
+packages=(chromium chromium-driver)
+
+log() { echo "[chromium_local] $*" >&2; }
+die() { local code=$1; shift; log "error: $*"; exit "$code"; }
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+browser() { command -v chromium 2>/dev/null || true; }
+driver() { command -v chromedriver 2>/dev/null || true; }
+
+installed() { [ -n "$(browser)" ] && [ -n "$(driver)" ]; }
+
+print_paths() {
+  echo "chromium=$(browser)"
+  echo "chromedriver=$(driver)"
+}
+
+install_packages() {
+  installed && return 0
+  [ "$(id -u)" = 0 ] || die 2 "chromium/chromedriver are not installed and installing them needs root:" \
+    "run this as root (sudo $0 install) or install the Debian packages yourself: apt-get install ${packages[*]}"
+  command -v apt-get >/dev/null || die 1 "chromium/chromedriver are not installed and there is no apt-get to" \
+    "install them; install Chromium and a matching chromedriver (both on PATH as 'chromium' and 'chromedriver')"
+  local t0; t0=$(now)
+  export DEBIAN_FRONTEND=noninteractive
+  local install=(apt-get install -y -q --no-install-recommends "${packages[@]}")
+  log "installing ${packages[*]} with apt-get (once; the packages stay installed)"
+  # One install at a time: two test processes may ask at once, and dpkg's own lock makes the second fail.
+  exec 9>/tmp/spk-chromium-install.lock
+  flock 9
+  installed && { log "installed meanwhile by another process"; return 0; }
+  if ! compgen -G "/var/lib/apt/lists/*_Packages*" >/dev/null; then
+    log "the apt package lists are empty: running apt-get update first"
+    apt-get update -q >&2 || die 1 "apt-get update failed (is the Debian registry reachable?)"
+    "${install[@]}" >&2 || die 1 "apt-get install ${packages[*]} failed"
+  elif ! "${install[@]}" >&2; then
+    log "apt-get install failed with the current package lists: running apt-get update and trying again"
+    apt-get update -q >&2 || die 1 "apt-get update failed (is the Debian registry reachable?)"
+    "${install[@]}" >&2 || die 1 "apt-get install ${packages[*]} failed"
+  fi
+  installed || die 1 "apt-get installed ${packages[*]} but 'chromium' or 'chromedriver' is not on PATH"
+  log "installed in $(since "$t0") s"
+}
+
+status() {
+  if installed; then
+    print_paths
+    log "$("$(browser)" --version 2>/dev/null || echo 'chromium: version unknown'); $("$(driver)" --version 2>/dev/null | head -1)"
+  else
+    [ -n "$(browser)" ] || log "chromium is not installed"
+    [ -n "$(driver)" ] || log "chromedriver is not installed (Debian package chromium-driver)"
+    log "install both with: sudo $0 install"
+    return 3
+  fi
+}
+
+case "${1:-}" in
+  install) install_packages; print_paths ;;
+  status) status ;;
+  *) echo "usage: $0 install|status" >&2; exit 1 ;;
+esac
