@@ -233,7 +233,7 @@ def test_enroll_verify_list_delete_in_chromium(product, model, chromium, tmp_pat
              "127.0.0.1", "--port", str(port), "--workers", "1"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             env={**os.environ, "OMP_NUM_THREADS": "1"})
-    driver = None
+    driver, console = None, []
     try:
         # the browser starts and the voices are chosen while the server loads
         driver = start_chromium(mic, screens / "chromedriver.log")
@@ -319,6 +319,12 @@ def test_enroll_verify_list_delete_in_chromium(product, model, chromium, tmp_pat
         assert not page.el("speakers-table").is_displayed()
         page.wait("the server status", lambda: "0 speaker(s) enrolled" in page.el("server-status").text)
         page.shot("deleted")
+        console = driver.get_log("browser")
+        # the page's own console: no script error, no policy violation (CSP); only the two refusals asked for
+        expected = ("the server responded with a status of 401", "the server responded with a status of 415")
+        trouble = [entry["message"] for entry in console
+                   if entry["level"] == "SEVERE" and not any(text in entry["message"] for text in expected)]
+        assert not trouble, trouble
         print(f"web page test: scores accept {accept_score:.4f} (API predicted at least {voices.scores[0]:.4f}), "
               f"reject {reject_score:.4f} (at most {voices.scores[1]:.4f}), threshold {voices.threshold:.4f}; "
               f"browser started and utterances picked in {picked - started:.1f} s, server ready "
@@ -327,9 +333,9 @@ def test_enroll_verify_list_delete_in_chromium(product, model, chromium, tmp_pat
     finally:
         if driver is not None:
             try:
-                console = driver.get_log("browser")
+                console += driver.get_log("browser")
                 (screens / "browser-console.log").write_text(
-                    "\n".join(f"{entry['level']} {entry['message']}" for entry in console) + "\n")
+                    "".join(f"{entry['level']} {entry['message']}\n" for entry in console))
             finally:
                 driver.quit()
         server.terminate()

@@ -84,7 +84,9 @@ function showError(section, error) {
   const item = document.createElement("li");
   item.className = "error";
   item.textContent = new Date().toLocaleTimeString() + " " + section + ": " + text;
-  $("messages").prepend(item);
+  const list = $("messages");
+  list.prepend(item);
+  while (list.children.length > 20) list.lastElementChild.remove();
 }
 
 function clearError(section) {
@@ -155,18 +157,23 @@ class Recording {
       audio: { channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: false },
       video: false,
     });
-    this.context = new AudioContext();
-    if (this.context.state === "suspended") await this.context.resume();
-    if (!tapModuleUrl) tapModuleUrl = URL.createObjectURL(new Blob([TAP_WORKLET], { type: "text/javascript" }));
-    await this.context.audioWorklet.addModule(tapModuleUrl);
-    this.rate = this.context.sampleRate;
-    this.target = Math.round(this.seconds * this.rate);
-    this.source = this.context.createMediaStreamSource(this.stream);
-    this.tap = new AudioWorkletNode(this.context, "spk-tap", { numberOfInputs: 1, numberOfOutputs: 1 });
-    // a silent path to the output keeps the graph pulled (and the tap running) in every browser
-    this.mute = this.context.createGain();
-    this.mute.gain.value = 0;
-    this.source.connect(this.tap).connect(this.mute).connect(this.context.destination);
+    try {
+      this.context = new AudioContext();
+      if (this.context.state === "suspended") await this.context.resume();
+      if (!tapModuleUrl) tapModuleUrl = URL.createObjectURL(new Blob([TAP_WORKLET], { type: "text/javascript" }));
+      await this.context.audioWorklet.addModule(tapModuleUrl);
+      this.rate = this.context.sampleRate;
+      this.target = Math.round(this.seconds * this.rate);
+      this.source = this.context.createMediaStreamSource(this.stream);
+      this.tap = new AudioWorkletNode(this.context, "spk-tap", { numberOfInputs: 1, numberOfOutputs: 1 });
+      // a silent path to the output keeps the graph pulled (and the tap running) in every browser
+      this.mute = this.context.createGain();
+      this.mute.gain.value = 0;
+      this.source.connect(this.tap).connect(this.mute).connect(this.context.destination);
+    } catch (error) {
+      this.release();
+      throw error;
+    }
     this.done = new Promise((resolve) => { this.resolve = resolve; });
     this.tap.port.onmessage = (event) => this.take(event.data);
     return this.done;
@@ -194,12 +201,17 @@ class Recording {
     this.tap.port.postMessage("flush");
   }
 
+  // The microphone is let go (its indicator goes off) and the audio graph closed.
+  release() {
+    this.stream.getTracks().forEach((track) => track.stop());
+    if (this.context) this.context.close();
+  }
+
   finish() {
     this.finished = true;
-    this.stream.getTracks().forEach((track) => track.stop());
     this.source.disconnect();
     this.tap.disconnect();
-    this.context.close();
+    this.release();
     this.resolve({ blob: encodeWav(this.chunks, this.samples, this.rate), seconds: this.samples / this.rate,
                    rate: this.rate });
   }
@@ -327,6 +339,17 @@ function appendAudio(section, form) {
 }
 
 // Runs a form's request; its result box says data-state="pending", then "done" or "failed" (for tests).
+function forgetAudio(section) {
+  delete recorded[section];
+  const playback = $(section + "-playback");
+  if (playback.src) URL.revokeObjectURL(playback.src);
+  playback.removeAttribute("src");
+  playback.hidden = true;
+  $(section + "-recording").textContent = "Nothing recorded yet.";
+  $(section + "-recording").dataset.state = "";
+  $(section + "-file").value = "";
+}
+
 async function submitting(section, work) {
   const button = $(section + "-submit");
   const result = $(section + "-result");
@@ -365,6 +388,7 @@ async function enroll(event) {
       result.textContent = "Enrolled " + data.speaker + ": " + data.added + " recording(s) added, " +
         data.utterances + " in total.";
       result.className = "result ok";
+      forgetAudio("enroll"); // the next speaker is not enrolled with this one's audio by mistake
       refreshSpeakers();
       refreshReady();
     } catch (error) {
@@ -575,9 +599,13 @@ async function checkKey() {
     status.dataset.state = "admin";
     refreshSpeakers();
   } catch (error) {
+    $("speakers-body").replaceChildren();
+    $("speakers-table").hidden = true;
+    $("speakers-status").textContent = "";
     if (error.status === 403) {
       status.textContent = "Key in use (verify scope: verify and identify only).";
       status.dataset.state = "verify";
+      $("speakers-status").textContent = "Listing the speakers needs an admin key.";
     } else {
       status.textContent = "Key not usable: " + describeError(error);
       status.dataset.state = "refused";
