@@ -203,7 +203,7 @@ class Page:
         if screenshot:
             self.wait("the level meter moving", lambda: float(self.el(f"{section}-level")
                                                               .get_attribute("aria-valuenow")) > -60
-                      and self.el(f"{section}-timer").text >= "1.0")
+                      and float(self.el(f"{section}-timer").text.split()[0]) >= 1.0)
             self.shot(screenshot)
         state = self.wait_state(f"{section}-recording", "recorded", "failed")
         assert state == "recorded", self.el(f"{section}-error").text

@@ -345,6 +345,7 @@ function forgetAudio(section) {
   if (playback.src) URL.revokeObjectURL(playback.src);
   playback.removeAttribute("src");
   playback.hidden = true;
+  showLevel(section, 0, 0, -60);
   $(section + "-recording").textContent = "Nothing recorded yet.";
   $(section + "-recording").dataset.state = "";
   $(section + "-file").value = "";
