@@ -5,7 +5,8 @@ The operator pastes a key (a wrong one first: the page shows the 401), enrolls s
 microphone, verifies A from the microphone with another utterance of A (ACCEPT) and a claim of A with a
 file of speaker B (REJECT), sees a non-audio upload refused (415), lists the speakers and deletes A.
 The utterances are chosen with the Python API (:class:`spk.api.SpeakerModel`, what the server runs) so
-that both decisions hold with margin for the tiny model. Screenshots, the server's log, the browser's
+that both decisions hold with margin for the tiny model. The microphone's WAV file is replaced between the
+two recordings: Chromium reads it again, from its start, each time the page opens the microphone. Screenshots, the server's log, the browser's
 console and chromedriver's log are kept in a folder the test prints (and copies to
 ``$SPK_ARTEFACTS/web_page`` when that variable is set).
 
