@@ -228,6 +228,8 @@ def run_load(plan: LoadPlan, stop: threading.Event | None = None,
     No request starts after the end; those in flight are waited for (and counted).
     ``outcomes``, when given, is filled as requests complete (another thread may watch it).
     """
+    if plan.mix.get("verify") and not plan.speakers:
+        raise ValueError("verify requests need enrolled speakers to claim: give LoadPlan.speakers")
     stop = stop or threading.Event()
     outcomes = [] if outcomes is None else outcomes
 
