@@ -288,6 +288,33 @@ def summarize(outcomes: list[Outcome], wall_s: float) -> dict:
             "error_examples": [asdict(o) for o in errors[:5]]}
 
 
+def server_latencies(log: Path, outcomes: list[Outcome]) -> dict:
+    """p50/p95/p99 of the latencies the server logged (its JSON lines) for the run's answered requests.
+
+    The server measures from reading the request to sending the response; the difference
+    from the client's figures is the time in the network stack and in this process.
+    """
+    kind_of = {o.request_id: o.kind for o in outcomes if o.request_id}
+    found: dict[str, list[float]] = {}
+    with open(log, errors="replace") as lines:
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            kind = kind_of.get(record.get("request_id")) if isinstance(record, dict) else None
+            if kind is not None and "latency_ms" in record:
+                found.setdefault(kind, []).append(record["latency_ms"])
+                found.setdefault("overall", []).append(record["latency_ms"])
+    figures = {}
+    for kind in [k for k in (*KINDS, "overall") if k in found]:
+        values = found[kind]
+        p50, p95, p99 = np.percentile(values, [50, 95, 99])
+        figures[kind] = {"count": len(values), "p50_ms": round(p50, 1), "p95_ms": round(p95, 1),
+                         "p99_ms": round(p99, 1)}
+    return figures
+
+
 def format_table(summary: dict) -> str:
     """The summary as a plain-text table."""
     lines = [f"{'kind':<11} {'count':>6} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} "
@@ -534,6 +561,11 @@ def main(argv: list[str] | None = None) -> int:
                     "client_cpu_s": round(client_cpu, 2), "loadavg_before": load_before, "loadavg_after": load_after,
                     "cores": os.cpu_count(), "server_exit_status": exit_status, "url": args.url})
     print(format_table(summary))
+    if process is not None:
+        summary["server_side"] = server_latencies(log, outcomes)
+        print("server-side (its log): " + "; ".join(
+            f"{kind} p50 {f['p50_ms']:.1f} p95 {f['p95_ms']:.1f} p99 {f['p99_ms']:.1f} ms"
+            for kind, f in summary["server_side"].items()))
     print(f"client process CPU {client_cpu:.1f} s over {wall:.1f} s; load average before {load_before[0]:.2f}, "
           f"after {load_after[0]:.2f}" + (f"; server exited {exit_status} after SIGTERM" if process else ""))
     for example in summary["error_examples"]:
