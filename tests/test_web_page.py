@@ -3,7 +3,8 @@ microphone is a WAV file, the tiny model of the ``product`` fixture.
 
 The operator pastes a key (a wrong one first: the page shows the 401), enrolls speaker A from the
 microphone, verifies A from the microphone with another utterance of A (ACCEPT) and a claim of A with a
-file of speaker B (REJECT), sees a non-audio upload refused (415), lists the speakers and deletes A.
+file of speaker B (REJECT), identifies A from a file, sees a non-audio upload refused (415), lists the
+speakers and deletes A.
 The utterances are chosen with the Python API (:class:`spk.api.SpeakerModel`, what the server runs) so
 that both decisions hold with margin for the tiny model. The microphone's WAV file is replaced between the
 two recordings: Chromium reads it again, from its start, each time the page opens the microphone. Screenshots, the server's log, the browser's
@@ -82,6 +83,7 @@ def pick_voices(product, model) -> Voices:
     rate = model.feature_config.sample_rate
     threshold = model.threshold("eer")
     speakers = product.speakers()
+    whole = {path: model.embed(path) for speaker in speakers for path in product.utts_of(speaker)}
     candidates = []  # (margin without delay, A, enrollment, claim, impostor path)
     for speaker in speakers:
         utts = product.utts_of(speaker)
@@ -89,7 +91,7 @@ def pick_voices(product, model) -> Voices:
                                 ENROLL_S)
         reference = model.embed(enroll)
         others = [path for other in speakers if other != speaker for path in product.utts_of(other)]
-        impostor_score, impostor = min((model.score(reference, model.embed(path)), path) for path in others)
+        impostor_score, impostor = min((model.score(reference, whole[path]), path) for path in others)
         for path in utts[2:]:
             claim = _whole_seconds(sf.read(path, dtype="float32")[0], rate, CLAIM_S)
             if len(claim) == CLAIM_S * rate:
@@ -101,9 +103,8 @@ def pick_voices(product, model) -> Voices:
         delays = (0.0, 0.02, 0.04)
         references = [model.embed(_late(enroll, delay, rate)) for delay in delays]
         claims = [model.embed(_late(claim, delay, rate)) for delay in delays]
-        impostor_embedding = model.embed(impostor)
         lowest = min(model.score(reference, test) for reference in references for test in claims)
-        highest = max(model.score(reference, impostor_embedding) for reference in references)
+        highest = max(model.score(reference, whole[impostor]) for reference in references)
         tried.append(f"{speaker}: {lowest:.3f}/{highest:.3f}")
         if lowest >= threshold + MARGIN and highest <= threshold - MARGIN:
             return Voices(speaker, enroll, claim, impostor, (lowest, highest), threshold)
@@ -298,8 +299,19 @@ def test_enroll_verify_list_delete_in_chromium(product, model, chromium, tmp_pat
         assert "reject" in page.el("verify-decision").get_attribute("class")
         page.shot("verify-reject")
 
-        # something that is not audio: the server's 415 and its message
+        # identify A's verification recording, from a file: A is the best (and only) candidate
+        claim_file = tmp_path / "claim.wav"
+        _write_wav(claim_file, voices.claim, rate)
         page.click("identify-use-file")
+        page.el("identify-file").send_keys(str(claim_file))
+        page.click("identify-submit")
+        assert page.wait_state("identify-result", "done", "failed") == "done", page.el("identify-error").text
+        assert page.el("identify-answer").text == f"Best match: {voices.speaker}"
+        candidates = page.el("identify-candidates").find_elements("css selector", "tbody tr")
+        assert [row.text.split()[0] for row in candidates] == [voices.speaker]
+        page.shot("identify")
+
+        # something that is not audio: the server's 415 and its message
         page.el("identify-file").send_keys(str(not_audio))
         page.click("identify-submit")
         assert page.wait_state("identify-result", "done", "failed") == "failed"
