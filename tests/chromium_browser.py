@@ -34,7 +34,7 @@ def chromium_paths() -> tuple[str, str]:
     except ImportError:
         raise ChromiumUnavailable("the browser test needs selenium: pip install -e '.[test]'") from None
     try:
-        result = subprocess.run(["bash", str(SCRIPT), "install"], capture_output=True, text=True,
+        result = subprocess.run(["bash", str(SCRIPT), "install"], check=False, capture_output=True, text=True,
                                 timeout=INSTALL_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         raise ChromiumUnavailable(f"{SCRIPT} install took over {INSTALL_TIMEOUT_S} s") from None
@@ -64,4 +64,5 @@ def start_chromium(microphone_wav: Path, log_path: Path, width: int = 1400, heig
     if os.geteuid() == 0:  # Chromium refuses to run as root with its sandbox
         options.add_argument("--no-sandbox")
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(driver, service_args=["--log-level=WARNING"], log_output=str(log_path)), options=options)
+    service = Service(driver, service_args=["--log-level=WARNING"], log_output=str(log_path))
+    return webdriver.Chrome(service=service, options=options)

@@ -7,9 +7,9 @@ file of speaker B (REJECT), identifies A from a file, sees a non-audio upload re
 speakers and deletes A.
 The utterances are chosen with the Python API (:class:`spk.api.SpeakerModel`, what the server runs) so
 that both decisions hold with margin for the tiny model. The microphone's WAV file is replaced between the
-two recordings: Chromium reads it again, from its start, each time the page opens the microphone. Screenshots, the server's log, the browser's
-console and chromedriver's log are kept in a folder the test prints (and copies to
-``$SPK_ARTEFACTS/web_page`` when that variable is set).
+two recordings: Chromium reads it again, from its start, each time the page opens the microphone.
+Screenshots, the server's log, the browser's console and chromedriver's log are kept in a folder the test
+prints (and copies to ``$SPK_ARTEFACTS/web_page`` when that variable is set).
 
 Chromium and chromedriver are Debian's (``tools/chromium_local.sh`` installs them as root); where they
 cannot be had the test skips, except in CI (CI=true), where it fails.
@@ -70,7 +70,7 @@ def _whole_seconds(samples: np.ndarray, rate: int, most: int) -> np.ndarray:
 
 def _late(samples: np.ndarray, shift_s: float, rate: int) -> np.ndarray:
     """The recording the page gets when the microphone starts ``shift_s`` late (the same length)."""
-    shift = int(round(shift_s * rate))
+    shift = round(shift_s * rate)
     return np.concatenate([np.zeros(shift, samples.dtype), samples])[: len(samples)] if shift else samples
 
 

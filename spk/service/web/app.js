@@ -221,7 +221,9 @@ class Recording {
 function encodeWav(chunks, samples, rate) {
   const buffer = new ArrayBuffer(44 + samples * 2);
   const view = new DataView(buffer);
-  const ascii = (offset, text) => { for (let i = 0; i < text.length; i++) view.setUint8(offset + i, text.charCodeAt(i)); };
+  const ascii = (offset, text) => {
+    for (let i = 0; i < text.length; i++) view.setUint8(offset + i, text.charCodeAt(i));
+  };
   ascii(0, "RIFF");
   view.setUint32(4, 36 + samples * 2, true);
   ascii(8, "WAVE");
