@@ -7,6 +7,10 @@ models are tiny, and more threads than cores make every process wait for the oth
 
 import logging
 import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -23,6 +27,17 @@ def pytest_itemcollected(item):
         item.add_marker(pytest.mark.xdist_group(TINY_RECIPE_GROUP))
     elif "slurm" in fixtures:
         item.add_marker(pytest.mark.xdist_group(SLURM_GROUP))
+
+
+def pytest_sessionstart(session):
+    """In CI, start installing Chromium for the browser test at once, in the background: the test runs in
+    the tiny recipe's worker, the longest, and would otherwise wait there for the download. The test's own
+    install call waits for this one (one apt-get at a time, by a lock)."""
+    if (os.environ.get("CI") and hasattr(os, "geteuid") and os.geteuid() == 0
+            and not hasattr(session.config, "workerinput") and not shutil.which("chromedriver")):
+        log = open(os.path.join(tempfile.gettempdir(), "spk-chromium-install.log"), "ab")
+        subprocess.Popen(["bash", str(Path(__file__).resolve().parents[1] / "tools" / "chromium_local.sh"),
+                          "install"], stdout=log, stderr=log, start_new_session=True)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -40,8 +40,9 @@ install_packages() {
   export DEBIAN_FRONTEND=noninteractive
   local install=(apt-get install -y -q --no-install-recommends "${packages[@]}")
   log "installing ${packages[*]} with apt-get (once; the packages stay installed)"
-  # One install at a time: two test processes may ask at once, and dpkg's own lock makes the second fail.
-  exec 9>/tmp/spk-chromium-install.lock
+  # One apt-get at a time (tools/slurm_local.sh takes the same lock): two test processes may install at
+  # once, and dpkg's own lock makes the second fail instead of waiting.
+  exec 9>/tmp/spk-apt.lock
   flock 9
   installed && { log "installed meanwhile by another process"; return 0; }
   if ! compgen -G "/var/lib/apt/lists/*_Packages*" >/dev/null; then

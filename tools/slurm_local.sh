@@ -55,6 +55,10 @@ install_packages() {
   # --no-install-recommends: 8 packages instead of ~40 (the recommends are HDF5/IPMI/ROCm plugins).
   local install=(apt-get install -y -q --no-install-recommends "${packages[@]}")
   log "installing ${packages[*]} with apt-get (once; the packages stay installed)"
+  # one apt-get at a time among spk's installers (tools/chromium_local.sh takes the same lock): dpkg's own
+  # lock makes a second apt-get fail at once instead of waiting
+  exec 8>/tmp/spk-apt.lock  # fd 8: start holds fd 9 on its own lock
+  flock 8
   if ! compgen -G "/var/lib/apt/lists/*_Packages*" >/dev/null; then
     log "the apt package lists are empty: running apt-get update first"
     apt-get update -q >&2 || die 1 "apt-get update failed (is the Debian registry reachable?)"
@@ -64,6 +68,7 @@ install_packages() {
     apt-get update -q >&2 || die 1 "apt-get update failed (is the Debian registry reachable?)"
     "${install[@]}" >&2 || die 1 "apt-get install ${packages[*]} failed"
   fi
+  exec 8>&-  # release the lock: the daemons started next must not inherit it
   log "installed in $(since "$t0") s"
 }
 
