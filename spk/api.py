@@ -123,10 +123,15 @@ class SpeakerModel:
 
     Build it with :meth:`load`, once, and call it for every request: nothing is
     reloaded per call, and torch settings (threads) are left to the caller.
+
+    ``speech_check`` (on by default; an attribute too) refuses audio in which Silero
+    VAD finds too little speech (:mod:`spk.speech`): noise, music, tones or silence,
+    which the embedder would otherwise turn into a voiceprint like any other.
     """
 
-    def __init__(self, trained: TrainedModel):
+    def __init__(self, trained: TrainedModel, *, speech_check: bool = True):
         self.trained = trained
+        self.speech_check = speech_check
         self.model = trained.embedder
         self.feature_config = trained.feature_config
         self.speakers = list(trained.speakers)
@@ -146,14 +151,15 @@ class SpeakerModel:
     # --- loading ----------------------------------------------------------------------
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str = "cpu") -> SpeakerModel:
+    def load(cls, path: str | os.PathLike, device: str = "cpu", *, speech_check: bool = True) -> SpeakerModel:
         """Load an experiment dir (``exp/<tag>``) or a model package dir (with ``spk_package.json``).
 
+        ``speech_check=False`` turns off the speech-presence check of every input.
         Raises :class:`ModelLoadError` naming the path and what is missing or wrong.
         """
         path = Path(path)
         try:
-            return cls(load_trained(path, device))
+            return cls(load_trained(path, device), speech_check=speech_check)
         except TrainedModelError as error:
             if (path / MANIFEST).is_file():
                 raise ModelLoadError(f"cannot load the model package {path}: {error}") from None
@@ -219,7 +225,8 @@ class SpeakerModel:
         partial utterances), its own windows. ``vad`` drops non-speech frames by
         energy VAD first.
         Raises :class:`SpkInputError` for unreadable audio, audio under 0.5 s, silence,
-        or under 0.5 s of speech after VAD.
+        too little speech by the speech-presence check (when ``speech_check`` is on), or
+        under 0.5 s of speech after VAD.
         """
         vector, _ = self._embed(audio, sample_rate, windowed, window_s, hop_s, vad)
         return unit_length(vector)
@@ -266,6 +273,10 @@ class SpeakerModel:
         if not self._has_loud_frame(samples):
             raise SpkInputError(f"{name} is silence only: no frame is louder than the energy-VAD threshold; "
                                 "check the recording (microphone, gain, channel)")
+        if self.speech_check:
+            from spk.speech import speech_presence
+
+            _check_speech(_speech_model(lambda: speech_presence(samples, rate)), name)
         return samples, name
 
     def _has_loud_frame(self, samples: np.ndarray) -> bool:
@@ -371,13 +382,23 @@ class SpeakerModel:
             stream = StreamingEmbedder.for_model(self.trained)
         except FeatureConfigError as error:
             raise SpkError(f"{self.source}: {error}") from None
+        speech = None
+        if self.speech_check:
+            from spk.speech import SpeechStream
+
+            speech = _speech_model(SpeechStream)
         for chunk in chunks:
-            stream.accept_waveform(np.asarray(chunk, dtype=np.float32))
+            chunk = np.asarray(chunk, dtype=np.float32)
+            stream.accept_waveform(chunk)
+            if speech is not None:
+                speech.accept(chunk)
             if stream.num_frames:
                 yield stream.seconds, self.score(reference, stream.embedding())
         if stream.seconds < MIN_AUDIO_S:
             raise SpkInputError(f"the streamed audio is too short: {stream.seconds:.2f} s, and at least "
                                 f"{MIN_AUDIO_S:g} s is needed")
+        if speech is not None:
+            _check_speech(speech.finish(), "the streamed audio")
         score = self.score(reference, stream.finish())
         llr = self.llr(score) if self.calibration is not None else None
         yield VerifyResult(claim, bool(score >= threshold), score, float(threshold), point, llr)
@@ -498,6 +519,27 @@ def _embed_args(options: dict) -> dict:
 def _source_name(audio) -> str:
     """How an enrollment's source is recorded: its absolute path."""
     return os.path.abspath(os.fspath(audio))
+
+
+def _speech_model(make):
+    """``make()``, with a missing silero-vad or onnxruntime reported as an :class:`SpkError`."""
+    from spk.speech import SpeechModelError
+
+    try:
+        return make()
+    except SpeechModelError as error:
+        raise SpkError(f"{error}; or turn the speech-presence check off (--no-speech-check, or "
+                       "SpeakerModel.load(..., speech_check=False))") from None
+
+
+def _check_speech(presence, name: str) -> None:
+    """Refuse audio in which the speech-presence check found too little speech."""
+    if not presence.enough:
+        raise SpkInputError(
+            f"{name} holds too little speech: {presence.speech_s:.2f} s of speech in {presence.duration_s:.2f} s "
+            f"of audio (Silero VAD), and at least {presence.required_s:.2f} s is needed; it sounds like noise, "
+            "music or silence, not speech (check the recording; if it is speech, turn the check off with "
+            "--no-speech-check or speech_check=False)")
 
 
 def _check_waveform(audio: np.ndarray) -> np.ndarray:

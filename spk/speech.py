@@ -221,6 +221,7 @@ class SpeechStream:
     """
 
     def __init__(self) -> None:
+        _get_session()  # a missing package fails here, before any audio
         self._state = np.zeros((2, 1, 128), dtype=np.float32)
         self._context = np.zeros(CONTEXT, dtype=np.float32)
         self._pending = np.zeros(0, dtype=np.float32)

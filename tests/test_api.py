@@ -114,11 +114,15 @@ def test_vad_drops_silence_around_speech(product, model):
         wave = np.random.default_rng(size).normal(scale=0.1, size=size).astype(np.float32)
         np.testing.assert_array_equal(frame_log_energy(wave, config, block_frames=50),
                                       frame_log_energy(wave, config, block_frames=10**9))
-    # a short burst of speech in a long silence: too little speech left after VAD
+    # a short burst of speech in a long silence: too little speech for the speech-presence check; without that
+    # check, enough audio without VAD, and too little speech left after the energy VAD
     burst = np.concatenate([quiet, samples[8000:12800], quiet])
-    model.embed(burst)  # without VAD it is long enough
+    with pytest.raises(SpkInputError, match="holds too little speech"):
+        model.embed(burst)
+    unchecked = SpeakerModel(model.trained, speech_check=False)
+    unchecked.embed(burst)
     with pytest.raises(SpkInputError, match="too little speech.*after voice activity detection"):
-        model.embed(burst, vad=True)
+        unchecked.embed(burst, vad=True)
 
 
 def test_bad_audio_is_a_clear_input_error(product, model, tmp_path):

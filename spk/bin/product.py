@@ -2,7 +2,7 @@
 
 Exit status of every command: 0 success (``verify``: ACCEPT), 1 ``verify``: REJECT,
 2 usage error (bad or missing options), 3 an input, model or database error
-(unreadable, silent or too short audio; unknown speaker; missing or damaged
+(unreadable, silent or too short audio, audio that is not speech; unknown speaker; missing or damaged
 database; wrong model directory), 4 an internal error (a bug: never 1, which a
 script would read as a rejection). Errors go to stderr as one message, without a
 traceback (an internal error's traceback follows its message); with ``--json``
@@ -142,6 +142,12 @@ def _embed_options(function):
     return function
 
 
+def _speech_check_option(function):
+    return click.option("--no-speech-check", "no_speech_check", is_flag=True,
+                        help="Do not refuse audio in which the speech detector (Silero VAD) finds too little "
+                             "speech (noise, music, tones, silence).")(function)
+
+
 def _json_option(function):
     return click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")(function)
 
@@ -155,10 +161,10 @@ def _embedding_kwargs(window: float | None, hop: float | None, vad: bool) -> dic
     return options
 
 
-def _load_model(model_path: str, device: str):
+def _load_model(model_path: str, device: str, speech_check: bool = True):
     from spk.api import SpeakerModel
 
-    return SpeakerModel.load(model_path, device=device)
+    return SpeakerModel.load(model_path, device=device, speech_check=speech_check)
 
 
 def _check_threshold_options(threshold: float | None, operating_point: str | None) -> None:
@@ -181,9 +187,10 @@ def _check_threshold_options(threshold: float | None, operating_point: str | Non
 @click.option("--speaker", required=True, callback=_check_name,
               help="Name of the speaker to enroll (new, or add utterances).")
 @_embed_options
+@_speech_check_option
 @_json_option
 @click.argument("audio", nargs=-1, required=True)
-def enroll(model_path, device, db_path, speaker, window, hop, vad, as_json, audio):
+def enroll(model_path, device, db_path, speaker, window, hop, vad, no_speech_check, as_json, audio):
     """Enroll SPEAKER from one or more AUDIO files: their embeddings are added to the speaker database.
 
     Enrolling a known speaker again adds the utterances; the speaker's model (the mean
@@ -194,7 +201,7 @@ def enroll(model_path, device, db_path, speaker, window, hop, vad, as_json, audi
     try:
         if Path(db_path).is_file() and Path(db_path).stat().st_size > 0:
             SpeakerDB.open(db_path).close()  # a damaged file fails now, before the model is loaded
-        model = _load_model(model_path, device)
+        model = _load_model(model_path, device, not no_speech_check)
         total = model.enroll(db_path, speaker, list(audio), **options)
     except _errors() as error:
         _fail(str(error), as_json)
@@ -219,10 +226,11 @@ def enroll(model_path, device, db_path, speaker, window, hop, vad, as_json, audi
 @click.option("--raw", is_flag=True,
               help="With --stream -: standard input is raw 16 kHz 16-bit little-endian mono PCM, no header "
                    "(without it, a stream that is not WAV, FLAC or Ogg is refused).")
+@_speech_check_option
 @_json_option
 @click.argument("audio")
 def verify(model_path, device, db_path, claim, threshold, operating_point, window, hop, vad, stream, chunk_seconds,
-           raw, as_json, audio):
+           raw, no_speech_check, as_json, audio):
     """Is AUDIO the claimed speaker? Prints ACCEPT or REJECT with the score, the threshold and the LLR.
 
     The score is the cosine between AUDIO's embedding and the claimed speaker's model
@@ -242,7 +250,7 @@ def verify(model_path, device, db_path, claim, threshold, operating_point, windo
     try:
         with SpeakerDB.open(db_path) as db:
             db.speaker_model(claim)  # an unknown speaker fails now, before the model is loaded
-            model = _load_model(model_path, device)
+            model = _load_model(model_path, device, not no_speech_check)
             if stream:
                 result = _verify_stream(model, db, claim, threshold, operating_point, audio, chunk_seconds, raw,
                                         as_json)
@@ -291,9 +299,11 @@ def _verify_stream(model, db, claim, threshold, operating_point, audio, chunk_se
 @click.option("--unknown-threshold", type=float, default=None, callback=_check_finite,
               help="With --db: answer 'unknown' when the best cosine score is below this (open set).")
 @_embed_options
+@_speech_check_option
 @_json_option
 @click.argument("audio")
-def identify(model_path, device, db_path, top_k, unknown_threshold, window, hop, vad, as_json, audio):
+def identify(model_path, device, db_path, top_k, unknown_threshold, window, hop, vad, no_speech_check, as_json,
+             audio):
     """Who is speaking in AUDIO? The most probable speakers with their probabilities.
 
     Without --db: the training speakers, by the classifier head's softmax (models
@@ -304,12 +314,12 @@ def identify(model_path, device, db_path, top_k, unknown_threshold, window, hop,
     options = _embedding_kwargs(window, hop, vad)
     try:
         if db_path is None:
-            result = _load_model(model_path, device).identify(audio, top_k=top_k,
-                                                              unknown_threshold=unknown_threshold, **options)
+            result = _load_model(model_path, device, not no_speech_check).identify(
+                audio, top_k=top_k, unknown_threshold=unknown_threshold, **options)
         else:
             with SpeakerDB.open(db_path) as db:
                 db.speaker_models()  # an empty database fails now, before the model is loaded
-                model = _load_model(model_path, device)
+                model = _load_model(model_path, device, not no_speech_check)
                 result = model.identify(audio, top_k=top_k, db=db, unknown_threshold=unknown_threshold, **options)
     except _errors() as error:
         _fail(str(error), as_json)
