@@ -151,12 +151,12 @@ def main() -> None:
           f"{speech.MIN_SPEECH_S:g} s of speech, or {speech.MIN_SPEECH_FRACTION:g} x a duration under "
           f"{speech.MIN_SPEECH_S / speech.MIN_SPEECH_FRACTION:g} s; ms = the check as the product runs it "
           "(stops once enough speech is found)")
-    header = (f"{'input':<30} {'n':>4} {'dur s':>6} {'speech s med':>12} {'min':>6} {'max':>6} {'frac med':>8} "
+    header = (f"{'input':<32} {'n':>4} {'dur s':>6} {'speech s med':>12} {'min':>6} {'max':>6} {'frac med':>8} "
               f"{'min':>5} {'pass':>7} {'ms med':>7} {'max':>7}")
     print(header)
     print("-" * len(header))
     for name, n, duration, median, low, high, frac, frac_low, passed, ms, ms_max in rows:
-        print(f"{name:<30} {n:>4} {duration:>6.2f} {median:>12.2f} {low:>6.2f} {high:>6.2f} {frac:>8.2f} "
+        print(f"{name:<32} {n:>4} {duration:>6.2f} {median:>12.2f} {low:>6.2f} {high:>6.2f} {frac:>8.2f} "
               f"{frac_low:>5.2f} {f'{passed}/{n}':>7} {ms:>7.1f} {ms_max:>7.1f}")
 
 
