@@ -15,6 +15,7 @@ import click
 
 from spk.bin.product import (EXIT_REJECT, _check_threshold_options, _Command, _echo_json, _embed_options,
                              _embedding_kwargs, _errors, _fail, _json_option, _load_model, _model_options,
+                             _speech_check_option,
                              _threshold_options)
 
 _SIMILARITY_EXIT_HELP = ("Exit status: 0 ACCEPT (or no decision: an uncalibrated model without --threshold), "
@@ -26,10 +27,12 @@ _EMBED_EXIT_HELP = "Exit status: 0 written, 2 usage error (including --out and k
 @_model_options
 @_threshold_options
 @_embed_options
+@_speech_check_option
 @_json_option
 @click.argument("audio_a", metavar="A")
 @click.argument("audio_b", metavar="B")
-def similarity(model_path, device, threshold, operating_point, window, hop, vad, as_json, audio_a, audio_b):
+def similarity(model_path, device, threshold, operating_point, window, hop, vad, no_speech_check, as_json, audio_a,
+               audio_b):
     """Are A and B the same speaker? Prints the score, the LLR and ACCEPT or REJECT.
 
     The score is the cosine between the embeddings of the two audio files (centred
@@ -46,7 +49,7 @@ def similarity(model_path, device, threshold, operating_point, window, hop, vad,
     _check_threshold_options(threshold, operating_point)
     options = _embedding_kwargs(window, hop, vad)
     try:
-        model = _load_model(model_path, device)
+        model = _load_model(model_path, device, not no_speech_check)
         score = model.score(model.embed(audio_a, **options), model.embed(audio_b, **options))
         result = _decide(model, score, threshold, operating_point)
     except _errors() as error:
@@ -95,9 +98,10 @@ def _similarity_line(result: dict) -> str:
               help="X.npy (with X.files.txt listing the files), ark:X.ark or ark,scp:X.ark,X.scp "
                    "(ark,t:... for a text ark).")
 @_embed_options
+@_speech_check_option
 @_json_option
 @click.argument("audio", nargs=-1, required=True)
-def embed_audio(model_path, device, out_spec, window, hop, vad, as_json, audio):
+def embed_audio(model_path, device, out_spec, window, hop, vad, no_speech_check, as_json, audio):
     """Write the L2-normalised embedding of each AUDIO file.
 
     \b
@@ -122,7 +126,7 @@ def embed_audio(model_path, device, out_spec, window, hop, vad, as_json, audio):
         import numpy as np
         from tqdm import tqdm
 
-        model = _load_model(model_path, device)
+        model = _load_model(model_path, device, not no_speech_check)
         rows = [model.embed(path, **options) for path in tqdm(audio, desc="embed-audio", unit="file", leave=False,
                                                               disable=None)]
         summary = output.write(list(audio), np.stack(rows))
