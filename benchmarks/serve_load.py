@@ -11,7 +11,8 @@ The server runs in its own process: started here (``--model``, ``--db``: ``spk s
 ``--db`` with its database file for the check).
 
 Reported: requests/s, p50/p95/p99 latency (client-side, from sending the request to having read
-the whole response) per kind and overall, status counts, and errors: any non-2xx answer to a
+the whole response; beside it the server's own figures from its JSON log) per kind and overall,
+the CPU seconds of this process and of the server, status counts, and errors: any non-2xx answer to a
 request meant to succeed, any other status than the expected one for a bad enrollment, and any
 transport error. Errors must be zero. Then the database is opened
 (:class:`spk.speaker_db.SpeakerDB`) and checked: every acknowledged enrollment is there with its
@@ -484,6 +485,15 @@ def start_server(model: str, db_path: Path, log: Path, *options: str) -> tuple[s
     return process, url
 
 
+def process_cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) used so far by process ``pid`` (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def stop_server(process: subprocess.Popen, timeout: float = 60.0) -> int:
     """SIGTERM, then wait; returns the exit status (0 after a graceful stop)."""
     process.send_signal(signal.SIGTERM)
@@ -550,15 +560,20 @@ def main(argv: list[str] | None = None) -> int:
                         seconds=args.seconds, mix=args.mix, bad_enroll=args.bad_enroll, prefix=prefix, seed=args.seed)
         load_before = os.getloadavg()
         cpu_before = time.process_time()
+        server_cpu_before = process_cpu_s(process.pid) if process is not None else None
         outcomes, wall = run_load(plan)
         client_cpu = time.process_time() - cpu_before
+        server_cpu = process_cpu_s(process.pid) if process is not None else None
+        if server_cpu is not None and server_cpu_before is not None:
+            server_cpu -= server_cpu_before
         load_after = os.getloadavg()
     finally:
         if process is not None:
             exit_status = stop_server(process)
     summary = summarize(outcomes, wall)
     summary.update({"clients": args.clients, "seconds": args.seconds, "mix": args.mix, "clip_seconds": args.clip_seconds,
-                    "client_cpu_s": round(client_cpu, 2), "loadavg_before": load_before, "loadavg_after": load_after,
+                    "client_cpu_s": round(client_cpu, 2),
+                    "server_cpu_s": None if server_cpu is None else round(server_cpu, 2), "loadavg_before": load_before, "loadavg_after": load_after,
                     "cores": os.cpu_count(), "server_exit_status": exit_status, "url": args.url})
     print(format_table(summary))
     if process is not None:
@@ -566,7 +581,8 @@ def main(argv: list[str] | None = None) -> int:
         print("server-side (its log): " + "; ".join(
             f"{kind} p50 {f['p50_ms']:.1f} p95 {f['p95_ms']:.1f} p99 {f['p99_ms']:.1f} ms"
             for kind, f in summary["server_side"].items()))
-    print(f"client process CPU {client_cpu:.1f} s over {wall:.1f} s; load average before {load_before[0]:.2f}, "
+    print(f"client process CPU {client_cpu:.1f} s" + (f", server process CPU {server_cpu:.1f} s" if server_cpu else "")
+          + f" over {wall:.1f} s; load average before {load_before[0]:.2f}, "
           f"after {load_after[0]:.2f}" + (f"; server exited {exit_status} after SIGTERM" if process else ""))
     for example in summary["error_examples"]:
         print(f"error: {example['kind']} {example['speaker']} -> {example['status']}: {example['error']}")
