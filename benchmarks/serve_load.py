@@ -168,16 +168,16 @@ def _auth(key: str) -> dict[str, str]:
 
 async def _one_request(client, plan: LoadPlan, rng: random.Random, kind: str, name: str, t0: float) -> Outcome:
     clips = plan.clips
-    expected, speaker, files, data = None, None, 0, None
+    expected, speaker, files = None, None, 0
     if kind == "verify":
         speaker = rng.choice(plan.speakers)
         files = 1
-        request = dict(url="/v1/verify", headers=_auth(plan.verify_key), data={"speaker": speaker},
-                       files=[("audio", ("clip.wav", rng.choice(clips.speech), "audio/wav"))])
+        request = {"url": "/v1/verify", "headers": _auth(plan.verify_key), "data": {"speaker": speaker},
+                   "files": [("audio", ("clip.wav", rng.choice(clips.speech), "audio/wav"))]}
     elif kind == "identify":
         files = 1
-        request = dict(url="/v1/identify", headers=_auth(plan.verify_key), data={"top_k": "3"},
-                       files=[("audio", ("clip.wav", rng.choice(clips.speech), "audio/wav"))])
+        request = {"url": "/v1/identify", "headers": _auth(plan.verify_key), "data": {"top_k": "3"},
+                   "files": [("audio", ("clip.wav", rng.choice(clips.speech), "audio/wav"))]}
     else:
         speaker = name
         if rng.random() < plan.bad_enroll:
@@ -191,7 +191,8 @@ async def _one_request(client, plan: LoadPlan, rng: random.Random, kind: str, na
             uploads = [("audio", (f"clip{i}.wav", data, "audio/wav"))
                        for i, data in enumerate(rng.sample(clips.speech, rng.randint(1, plan.max_files)))]
         files = len(uploads)
-        request = dict(url="/v1/enroll", headers=_auth(plan.admin_key), data={"speaker": speaker}, files=uploads)
+        request = {"url": "/v1/enroll", "headers": _auth(plan.admin_key), "data": {"speaker": speaker},
+                   "files": uploads}
     started = time.perf_counter()
     try:
         response = await client.post(**request)
@@ -318,8 +319,8 @@ def server_latencies(log: Path, outcomes: list[Outcome]) -> dict:
 
 def format_table(summary: dict) -> str:
     """The summary as a plain-text table."""
-    lines = [f"{'kind':<11} {'count':>6} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} "
-             f"{'errors':>6}  statuses"]
+    lines = [(f"{'kind':<11} {'count':>6} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+              f"{'errors':>6}  statuses")]
     rows = [(kind, data) for kind, data in summary["kinds"].items()]
     rows.append(("overall", {**summary["overall"], "requests_per_s": summary["requests_per_s"],
                              "errors": summary["errors"], "statuses": summary["statuses"]}))

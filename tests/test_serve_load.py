@@ -26,10 +26,17 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.serve_helpers import LIBRISPEECH, ServerProcess, make_key, speech_files, untrained_model, wav_bytes
+from tests.serve_helpers import (
+    LIBRISPEECH,
+    ServerProcess,
+    make_key,
+    speech_files,
+    untrained_model,
+    wav_bytes,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import serve_load  # noqa: E402
+import serve_load
 
 
 @pytest.fixture(scope="module")
