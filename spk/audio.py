@@ -50,7 +50,8 @@ import soundfile as sf
 import soxr
 
 __all__ = ["AudioError", "AudioFormatError", "AudioReader", "AudioTooLongError", "audio_container", "is_pipe",
-           "read_audio", "read_audio_bytes", "read_audio_file", "read_audio_with_rate", "read_segment"]
+           "read_audio", "read_audio_bytes", "read_audio_file", "read_audio_with_rate", "read_segment",
+           "require_container"]
 
 RESAMPLE_QUALITY = "HQ"
 SEGMENT_END_TOLERANCE_S = 0.01
@@ -138,6 +139,15 @@ def audio_container(head: bytes) -> str | None:
     return kind
 
 
+def require_container(data: bytes, name: str = "the upload") -> str:
+    """The container of audio bytes (:func:`audio_container`), or :class:`AudioFormatError` naming ``name``."""
+    kind = audio_container(data[:12])
+    if kind is None:
+        raise AudioFormatError(f"{name} is not WAV, FLAC or Ogg audio (it starts with {bytes(data[:8])!r}); "
+                               "send one of those")
+    return kind
+
+
 def read_audio_bytes(data: bytes, *, name: str = "the upload", target_rate: int | None = 16000,
                      max_seconds: float | None = None) -> np.ndarray:
     """Decode WAV, FLAC or Ogg audio held in memory to float32 mono at ``target_rate``.
@@ -149,10 +159,7 @@ def read_audio_bytes(data: bytes, *, name: str = "the upload", target_rate: int 
     ``name`` names the audio in messages.
     """
     _check_options(target_rate, "mean")
-    kind = audio_container(data[:12])
-    if kind is None:
-        raise AudioFormatError(f"{name} is not WAV, FLAC or Ogg audio (it starts with {bytes(data[:8])!r}); "
-                               "send one of those")
+    kind = require_container(data, name)
     origin = _Origin(name, given=True)
     try:
         with sf.SoundFile(io.BytesIO(data)) as audio:

@@ -67,17 +67,21 @@ def serve(model_path, db_path, host, port, device, max_upload_mb, max_audio_seco
 
     try:
         import uvicorn
+        from threadpoolctl import threadpool_limits
 
         from spk.service.app import ServeSettings, create_app
     except ImportError as error:
         _fail(f"spk serve needs the 'serve' extra ({error}): pip install 'spk[serve]' "
-              "(fastapi, uvicorn, python-multipart)", False)
+              "(fastapi, uvicorn, python-multipart, threadpoolctl)", False)
     from spk.api import SpeakerModel, SpkError
     from spk.threads import available_cores
 
     cores = available_cores().cores
     workers = workers or min(4, cores)
     torch.set_num_threads(max(1, cores // workers))
+    # numpy's OpenBLAS threads spin between the server's small matrix products and took a whole core
+    # (benchmarks/serve_load.py: 27.7 requests/s with them, 42.3 without); requests run in parallel already
+    threadpool_limits(1, user_api="blas")
     try:
         model = SpeakerModel.load(model_path, device=device)
         model.open_db(db_path, create=True).close()

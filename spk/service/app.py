@@ -38,7 +38,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from spk.api import SpeakerModel, SpkError, SpkInputError, parse_operating_point
-from spk.audio import AudioError, AudioFormatError, AudioTooLongError, read_audio_bytes
+from spk.audio import AudioError, AudioFormatError, AudioTooLongError, read_audio_bytes, require_container
 from spk.service.access_log import RequestGuard
 from spk.service.auth import SCOPES, AuthError, RateLimiter, authenticate, create_key, require_scope
 from spk.speaker_db import SpeakerDB, SpeakerDBError, check_speaker_name
@@ -206,8 +206,7 @@ class _Service:
                                {"Retry-After": "1"}) from None
 
     def decode(self, data: bytes, filename: str | None):
-        name = f"upload {filename!r}" if filename else "the upload"
-        return read_audio_bytes(data, name=name, target_rate=self.model.feature_config.sample_rate,
+        return read_audio_bytes(data, name=_upload_name(filename), target_rate=self.model.feature_config.sample_rate,
                                 max_seconds=self.settings.max_audio_s)
 
 
@@ -285,10 +284,22 @@ _INPUT_ERRORS = (AudioError, SpkInputError, SpkError, SpeakerDBError)
 
 
 async def _read_uploads(service: _Service, uploads: list[UploadFile]) -> list[tuple[bytes, str | None]]:
+    """The uploads' bytes and names; a request with too many files, or a file that is not audio by its
+    header, is refused here, before it waits for an inference worker."""
     if len(uploads) > service.settings.max_files:
         raise ServiceError(413, f"{len(uploads)} audio files in one request; at most "
                                 f"{service.settings.max_files} are accepted")
-    return [(await upload.read(), upload.filename) for upload in uploads]
+    files = [(await upload.read(), upload.filename) for upload in uploads]
+    for data, filename in files:
+        try:
+            require_container(data, _upload_name(filename))
+        except AudioFormatError as error:
+            raise _input_error(error) from None
+    return files
+
+
+def _upload_name(filename: str | None) -> str:
+    return f"upload {filename!r}" if filename else "the upload"
 
 
 def _checked_speaker(name: str) -> str:
