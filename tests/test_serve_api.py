@@ -292,6 +292,10 @@ def test_a_vanished_database_is_503_not_a_crash(tmp_path):
     db = tmp_path / "v.db"
     key = {"Authorization": f"Bearer {make_key(db, 'admin', model=model)}"}
     with ThreadServer(model, db) as server:
+        # the server keeps a connection per thread: used once before the file goes, they must notice it went
+        for _ in range(3):
+            assert httpx.post(f"{server.url}/v1/verify", headers=key, data={"speaker": "x"},
+                              files=_audio(speech_wav(0))).status_code == 404
         db.rename(tmp_path / "moved.db")
         assert httpx.get(f"{server.url}/v1/ready").status_code == 503
         answer = httpx.post(f"{server.url}/v1/verify", headers=key, data={"speaker": "x"},

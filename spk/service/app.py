@@ -23,11 +23,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
+import sqlite3
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import anyio
 from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
@@ -181,11 +185,34 @@ class _Service:
         self.settings = settings
         self.pool = ThreadPoolExecutor(settings.inference_workers, thread_name_prefix="spk-inference")
         self.limiter = RateLimiter(settings.rate_limit, settings.burst)
-        with self.open_db() as db:  # fail at start, not at the first request
+        self._connections = threading.local()
+        with self.database() as db:  # fail at start, not at the first request
             self.model_id = db.model.model_id
 
-    def open_db(self) -> SpeakerDB:
-        return self.model.open_db(self.settings.db_path)
+    @contextmanager
+    def database(self) -> Iterator[SpeakerDB]:
+        """The calling thread's connection to the speaker database, opened on its first use and kept.
+
+        Opening one (with its schema and model checks) costs about a millisecond, and a
+        verification used it three times. Each statement still reads the latest commit, so
+        keys revoked or speakers enrolled by another process count at once. The connection
+        is opened again when the file at the database path is no longer the one it was
+        opened on (moved, deleted or replaced: an acknowledged write must not go to a file
+        that nobody will read), and after it raised a database error.
+        """
+        held = getattr(self._connections, "held", None)
+        if held is not None and held[1] != _file_identity(self.settings.db_path):
+            held[0].close()
+            held = self._connections.held = None
+        if held is None:
+            db = self.model.open_db(self.settings.db_path)
+            held = self._connections.held = (db, _file_identity(self.settings.db_path))
+        try:
+            yield held[0]
+        except (sqlite3.Error, SpeakerDBError):
+            self._connections.held = None
+            held[0].close()
+            raise
 
     async def infer(self, work: Callable[[], Any]) -> Any:
         """Run ``work`` in the inference pool within the request timeout (503 when it cannot)."""
@@ -210,6 +237,15 @@ class _Service:
                                 max_seconds=self.settings.max_audio_s)
 
 
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file at ``path``; None when there is none."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
 def _key_dependency(scope: str):
     """A FastAPI dependency: the key of the request if it is valid for ``scope`` and within its rate."""
 
@@ -222,7 +258,7 @@ def _key_dependency(scope: str):
             if kind.lower() != "bearer":
                 raise AuthError("send the key as 'Authorization: Bearer <key>'")
             presented = value.strip()
-        with service.open_db() as db:
+        with service.database() as db:
             key = authenticate(db, presented)
         request.state.key_id = key.key_id
         wait = service.limiter.retry_after(key.key_id)  # refused requests count too
@@ -322,7 +358,7 @@ def _add_routes(app: FastAPI, service: _Service) -> None:
     def ready() -> JSONResponse:
         """Readiness: the model is loaded and the speaker database opens."""
         try:
-            with service.open_db() as db:
+            with service.database() as db:
                 count = len(db.speaker_names())
         except SpeakerDBError as error:
             return JSONResponse({"ready": False, "error": str(error)}, status_code=503)
@@ -354,7 +390,7 @@ def _add_routes(app: FastAPI, service: _Service) -> None:
             raise _input_error(error) from None
 
         def write() -> int:
-            with service.open_db() as db:
+            with service.database() as db:
                 return db.add_enrollments(speaker, items, actor=key.key_id,
                                           detail=f"request {request.state.request_id}")
 
@@ -392,7 +428,7 @@ def _add_routes(app: FastAPI, service: _Service) -> None:
         decision = "accept" if result.accept else "reject"
 
         def record():
-            with service.open_db() as db:
+            with service.database() as db:
                 db.record_decision(key.key_id, "verify", speaker, result.score, decision,
                                    f"request {request.state.request_id}; threshold {result.threshold:.4f}")
 
@@ -411,7 +447,7 @@ def _add_routes(app: FastAPI, service: _Service) -> None:
 
         def rank():
             waveform = service.decode(data, filename)
-            with service.open_db() as db:
+            with service.database() as db:
                 if not db.speaker_names():
                     raise ServiceError(404, "no speakers are enrolled yet; enroll some first (POST /v1/enroll)")
                 result = service.model.identify(waveform, top_k, db, unknown_threshold)
@@ -424,7 +460,7 @@ def _add_routes(app: FastAPI, service: _Service) -> None:
         best = result.candidates[0]
 
         def record():
-            with service.open_db() as db:
+            with service.database() as db:
                 db.record_decision(key.key_id, "identify", best.speaker, best.score,
                                    "unknown" if result.unknown else "identified",
                                    f"request {request.state.request_id}; top {len(result.candidates)}")
@@ -437,13 +473,13 @@ def _add_routes(app: FastAPI, service: _Service) -> None:
     @app.get(f"{v}/speakers", response_model=SpeakersBody, tags=["speakers"])
     def list_speakers(key=admin) -> SpeakersBody:
         """Every enrolled speaker with its number of utterances."""
-        with service.open_db() as db:
+        with service.database() as db:
             return SpeakersBody(speakers=[SpeakerBody(**info.to_dict()) for info in db.speakers()])
 
     @app.delete(f"{v}/speakers/{{speaker}}", response_model=RemovedBody, tags=["speakers"])
     def remove_speaker(speaker: str, request: Request, key=admin) -> RemovedBody:
         """Remove a speaker, its utterances and its model."""
-        with service.open_db() as db:
+        with service.database() as db:
             if speaker not in db.speaker_names():
                 raise ServiceError(404, f"speaker {speaker!r} is not enrolled")
             count = db.remove(speaker, actor=key.key_id, detail=f"request {request.state.request_id}")
@@ -452,7 +488,7 @@ def _add_routes(app: FastAPI, service: _Service) -> None:
     @app.get(f"{v}/keys", response_model=KeysBody, tags=["keys"])
     def list_keys(key=admin) -> KeysBody:
         """Every API key (never their secrets), revoked ones included."""
-        with service.open_db() as db:
+        with service.database() as db:
             return KeysBody(keys=[KeyBody(**k.to_dict()) for k in db.api_keys()])
 
     @app.post(f"{v}/keys", status_code=201, response_model=KeyBody, tags=["keys"])
@@ -460,7 +496,7 @@ def _add_routes(app: FastAPI, service: _Service) -> None:
         """Make a key; the answer holds the key itself, which cannot be shown again."""
         if body.scope not in SCOPES:
             raise ServiceError(422, f"unknown scope {body.scope!r}; one of: {', '.join(SCOPES)}")
-        with service.open_db() as db:
+        with service.database() as db:
             try:
                 secret, record = create_key(db, body.name, body.scope, actor=key.key_id)
             except ValueError as error:
@@ -470,7 +506,7 @@ def _add_routes(app: FastAPI, service: _Service) -> None:
     @app.delete(f"{v}/keys/{{key_id}}", response_model=KeyBody, tags=["keys"])
     def revoke_key(key_id: str, key=admin) -> KeyBody:
         """Revoke a key: requests with it get 401 from now on."""
-        with service.open_db() as db:
+        with service.database() as db:
             if db.api_key(key_id) is None:
                 raise ServiceError(404, f"there is no API key {key_id!r}")
             return KeyBody(**db.revoke_key(key_id, actor=key.key_id).to_dict())
@@ -478,12 +514,12 @@ def _add_routes(app: FastAPI, service: _Service) -> None:
     @app.get(f"{v}/audit", response_model=AuditBody, tags=["keys"])
     def audit(limit: int = 100, key=admin) -> AuditBody:
         """The newest ``limit`` audit records, oldest first."""
-        with service.open_db() as db:
+        with service.database() as db:
             return AuditBody(records=[r.to_dict() for r in db.audit_records(limit=max(1, min(limit, 10000)))])
 
 
 def _speaker_model(service: _Service, speaker: str):
-    with service.open_db() as db:
+    with service.database() as db:
         try:
             return db.speaker_model(speaker)
         except SpeakerDBError:  # the only error it raises: an unknown speaker
