@@ -19,6 +19,8 @@ log() { echo "[chromium_local] $*" >&2; }
 die() { local code=$1; shift; log "error: $*"; exit "$code"; }
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+# shellcheck source=tools/apt_install.sh
+source "$(dirname "${BASH_SOURCE[0]}")/apt_install.sh"
 
 browser() { command -v chromium 2>/dev/null || true; }
 driver() { command -v chromedriver 2>/dev/null || true; }
@@ -37,23 +39,7 @@ install_packages() {
   command -v apt-get >/dev/null || die 1 "chromium/chromedriver are not installed and there is no apt-get to" \
     "install them; install Chromium and a matching chromedriver (both on PATH as 'chromium' and 'chromedriver')"
   local t0; t0=$(now)
-  export DEBIAN_FRONTEND=noninteractive
-  local install=(apt-get install -y -q --no-install-recommends "${packages[@]}")
-  log "installing ${packages[*]} with apt-get (once; the packages stay installed)"
-  # One apt-get at a time (tools/slurm_local.sh takes the same lock): two test processes may install at
-  # once, and dpkg's own lock makes the second fail instead of waiting.
-  exec 9>/tmp/spk-apt.lock
-  flock 9
-  installed && { log "installed meanwhile by another process"; return 0; }
-  if ! compgen -G "/var/lib/apt/lists/*_Packages*" >/dev/null; then
-    log "the apt package lists are empty: running apt-get update first"
-    apt-get update -q >&2 || die 1 "apt-get update failed (is the Debian registry reachable?)"
-    "${install[@]}" >&2 || die 1 "apt-get install ${packages[*]} failed"
-  elif ! "${install[@]}" >&2; then
-    log "apt-get install failed with the current package lists: running apt-get update and trying again"
-    apt-get update -q >&2 || die 1 "apt-get update failed (is the Debian registry reachable?)"
-    "${install[@]}" >&2 || die 1 "apt-get install ${packages[*]} failed"
-  fi
+  apt_install_locked installed "${packages[@]}"
   installed || die 1 "apt-get installed ${packages[*]} but 'chromium' or 'chromedriver' is not on PATH"
   log "installed in $(since "$t0") s"
 }

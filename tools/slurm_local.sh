@@ -31,6 +31,8 @@ log() { echo "[slurm_local] $*" >&2; }
 die() { local code=$1; shift; log "error: $*"; exit "$code"; }
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+# shellcheck source=tools/apt_install.sh
+source "$(dirname "${BASH_SOURCE[0]}")/apt_install.sh"
 
 # A daemon runs when its pid file names a live process (/proc, not kill -0: that fails for a user
 # asking about root's daemons).
@@ -41,34 +43,20 @@ running() {
     && pid_alive "$dir/run/slurmd.pid" && scontrol ping >/dev/null 2>&1
 }
 
+slurm_installed() {
+  command -v sbatch >/dev/null && command -v slurmctld >/dev/null && command -v slurmd >/dev/null \
+    && command -v munged >/dev/null
+}
+
 install_packages() {
-  if command -v sbatch >/dev/null && command -v slurmctld >/dev/null && command -v slurmd >/dev/null \
-     && command -v munged >/dev/null; then
-    return 0
-  fi
+  slurm_installed && return 0
   [ "$(id -u)" = 0 ] || die 2 "Slurm is not installed and installing it needs root: run this as root" \
     "(sudo $0 start) or install the Debian packages yourself: apt-get install ${packages[*]}"
   command -v apt-get >/dev/null || die 1 "Slurm is not installed and there is no apt-get to install it;" \
     "install ${packages[*]} (or your distribution's Slurm and munge) and run this again"
   local t0; t0=$(now)
-  export DEBIAN_FRONTEND=noninteractive
   # --no-install-recommends: 8 packages instead of ~40 (the recommends are HDF5/IPMI/ROCm plugins).
-  local install=(apt-get install -y -q --no-install-recommends "${packages[@]}")
-  log "installing ${packages[*]} with apt-get (once; the packages stay installed)"
-  # one apt-get at a time among spk's installers (tools/chromium_local.sh takes the same lock): dpkg's own
-  # lock makes a second apt-get fail at once instead of waiting
-  exec 8>/tmp/spk-apt.lock  # fd 8: start holds fd 9 on its own lock
-  flock 8
-  if ! compgen -G "/var/lib/apt/lists/*_Packages*" >/dev/null; then
-    log "the apt package lists are empty: running apt-get update first"
-    apt-get update -q >&2 || die 1 "apt-get update failed (is the Debian registry reachable?)"
-    "${install[@]}" >&2 || die 1 "apt-get install ${packages[*]} failed"
-  elif ! "${install[@]}" >&2; then
-    log "apt-get install failed with the current package lists: running apt-get update and trying again"
-    apt-get update -q >&2 || die 1 "apt-get update failed (is the Debian registry reachable?)"
-    "${install[@]}" >&2 || die 1 "apt-get install ${packages[*]} failed"
-  fi
-  exec 8>&-  # release the lock: the daemons started next must not inherit it
+  apt_install_locked slurm_installed "${packages[@]}"
   log "installed in $(since "$t0") s"
 }
 
