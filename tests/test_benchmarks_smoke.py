@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import kaldiio
-import numpy as np
 import pytest
 
 from spk.audio import AudioReader

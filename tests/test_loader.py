@@ -9,7 +9,6 @@ from pathlib import Path
 import kaldiio
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 from spk.data import DataDir, write_wav_scp
