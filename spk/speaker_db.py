@@ -251,6 +251,7 @@ class SpeakerDB:
             meta = _set_up(connection, path, model if create else None, fresh)
         except sqlite3.DatabaseError as error:
             connection.close()
+            _refuse_non_sqlite(path, error)
             raise SpeakerDBError(f"{path} is not a usable speaker database ({error}); it was left unchanged. "
                                  "Give a database made by 'spk enroll', or a new path to make one") from None
         except BaseException:
@@ -487,13 +488,24 @@ def _check_file(path: Path, create: bool) -> bool:
             raise SpeakerDBError(f"speaker database {path} is an empty file (0 bytes), with no speakers; "
                                  "enroll speakers with 'spk enroll' to fill it")
         return True  # another enrolling process may have just made it; an empty file holds nothing to lose
+    # Its content is left to SQLite, which refuses a file that is not a database before writing anything:
+    # opening the file here too would drop the locks that this process's other connections hold on it
+    # (closing any descriptor of a file releases all of the process's POSIX locks on it), and a server
+    # with live connections then read pages that another was rewriting ("disk I/O error").
+    return False
+
+
+def _refuse_non_sqlite(path: Path, error: sqlite3.DatabaseError) -> None:
+    """Raise the message for a file that is not SQLite at all when SQLite refused ``path`` as not a
+    database (its header is read only then: no connection of this process can hold locks on such a file)."""
+    if getattr(error, "sqlite_errorname", "SQLITE_NOTADB") != "SQLITE_NOTADB" or "not a database" not in str(error):
+        return
     with open(path, "rb") as stream:
         head = stream.read(len(SQLITE_MAGIC))
     if head != SQLITE_MAGIC:
         raise SpeakerDBError(f"{path} is not a speaker database: it is not an SQLite file (it starts with "
                              f"{head[:8]!r}); it was left unchanged. Check the path, or give a new one to make "
-                             "a database")
-    return False
+                             "a database") from None
 
 
 def _initialise(conn: sqlite3.Connection, path: Path, model: ModelIdentity | None) -> dict[str, str]:

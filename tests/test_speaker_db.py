@@ -228,6 +228,25 @@ def test_concurrent_writers_lose_nothing(tmp_path, speakers):
             np.testing.assert_allclose(db.speaker_model(name), unit_mean(embeddings), atol=1e-6)
 
 
+def test_a_second_connection_in_a_process_keeps_the_locks_of_the_first(tmp_path):
+    """Closing any descriptor of a file drops all of a process's POSIX locks on it. A server opens one
+    connection per thread; when opening one read the file through a descriptor of its own, the
+    server's connections lost their locks, and the next process to close a connection (``spk audit``,
+    ``spk keys``) took itself for the last user, checkpointed and deleted the WAL under the server,
+    whose connections then failed with "disk I/O error"."""
+    path = tmp_path / "voices.db"
+    first = SpeakerDB.open(path, create=True, model=MODEL)
+    first.record_decision("k", "verify", "alice", 0.5, "accept")
+    SpeakerDB.open(path).close()  # another thread's connection, in the same process
+    other = ("import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute('SELECT 1 FROM meta').fetchall(); "
+             "c.close()")
+    subprocess.run([sys.executable, "-c", other, str(path)], check=True, timeout=60)
+    assert path.with_name(path.name + "-wal").exists(), "another process took the database for its own"
+    first.record_decision("k", "verify", "alice", 0.6, "reject")
+    assert len(first.audit_records()) == 2
+    first.close()
+
+
 def test_a_version_1_database_is_upgraded_in_place_and_keeps_its_speakers(tmp_path):
     path = tmp_path / "old.db"
     with SpeakerDB.open(path, create=True, model=MODEL) as db:
