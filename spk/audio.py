@@ -140,7 +140,10 @@ def audio_container(head: bytes) -> str | None:
 
 
 def require_container(data: bytes, name: str = "the upload") -> str:
-    """The container of audio bytes (:func:`audio_container`), or :class:`AudioFormatError` naming ``name``."""
+    """The container of audio bytes (:func:`audio_container`), or :class:`AudioFormatError` naming ``name``
+    (:class:`AudioError` when there are no bytes at all)."""
+    if not data:
+        raise AudioError(f"{name} is empty (0 bytes): nothing was recorded or sent; send a recording")
     kind = audio_container(data[:12])
     if kind is None:
         raise AudioFormatError(f"{name} is not WAV, FLAC or Ogg audio (it starts with {bytes(data[:8])!r}); "

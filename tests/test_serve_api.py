@@ -151,6 +151,7 @@ def _noise(seconds: float, scale: float = 0.3) -> bytes:
 @pytest.mark.parametrize("make_upload, status, says", [
     (lambda: open(__file__, "rb").read()[:4000], 415, "not WAV, FLAC or Ogg"),  # text piped as audio: ACCEPT before
     (lambda: np.int16(np.zeros(32000)).tobytes(), 415, "not WAV, FLAC or Ogg"),  # raw PCM without a header
+    (lambda: b"", 422, "is empty (0 bytes)"),  # the CLI once said "drop it from the data dir"
     (lambda: speech_wav(0)[:30], 422, ""),  # a torn WAV header
     (lambda: wav_bytes(np.zeros(16000 * 2)), 422, "silence"),
     (lambda: speech_wav(0, 0.2), 422, "too short"),

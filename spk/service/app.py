@@ -329,7 +329,7 @@ async def _read_uploads(service: _Service, uploads: list[UploadFile]) -> list[tu
     for data, filename in files:
         try:
             require_container(data, _upload_name(filename))
-        except AudioFormatError as error:
+        except AudioError as error:
             raise _input_error(error) from None
     return files
 
