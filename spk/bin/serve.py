@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from spk.bin.product import _check_device, _Command, _echo_json, _fail, _json_option
+from spk.service.auth import SCOPES, create_key
 from spk.speaker_db import SpeakerDB, SpeakerDBError
 
 logger = logging.getLogger("spk.service")
@@ -84,15 +85,14 @@ def serve(model_path, db_path, host, port, device, max_upload_mb, max_audio_seco
     threadpool_limits(1, user_api="blas")
     try:
         model = SpeakerModel.load(model_path, device=device)
-        model.open_db(db_path, create=True).close()
+        with model.open_db(db_path, create=True) as db:
+            if not any(key.revoked is None for key in db.api_keys()):
+                logger.warning("%s has no valid API key: every request will get 401; make one with "
+                               "'spk keys create --db %s --name NAME --scope admin'", db_path, db_path)
         settings = ServeSettings(Path(db_path), max_upload_bytes=int(max_upload_mb * 1e6),
                                  max_audio_s=max_audio_seconds, max_files=max_files, rate_limit=rate_limit,
                                  burst=burst, request_timeout_s=request_timeout, inference_workers=workers)
         app = create_app(model, settings)
-        with SpeakerDB.open(db_path) as db:
-            if not any(key.revoked is None for key in db.api_keys()):
-                logger.warning("%s has no valid API key: every request will get 401; make one with "
-                               "'spk keys create --db %s --name NAME --scope admin'", db_path, db_path)
     except (SpkError, SpeakerDBError, OSError) as error:
         _fail(str(error), False)
     logger.info("serving %s with database %s on %s://%s:%d (%d inference thread(s), %d torch thread(s) each)",
@@ -156,15 +156,13 @@ def _open_db(db_path: str, as_json: bool, model_path: str | None = None) -> Spea
 @keys.command("create", cls=_Command)
 @_db_option("Speaker database of the server.")
 @click.option("--name", required=True, help="Who or what the key is for (shown in listings and the audit).")
-@click.option("--scope", required=True, type=click.Choice(["admin", "verify"]),
+@click.option("--scope", required=True, type=click.Choice(SCOPES),
               help="admin: enroll, remove, list, keys, audit and verify; verify: verify and identify only.")
 @click.option("--model", "model_path", default=None, metavar="DIR|NAME",
               help="Make the database with this model when it does not exist yet.")
 @_json_option
 def create(db_path, name, scope, model_path, as_json):
     """Make an API key and print it: it is shown only once (the database keeps its hash)."""
-    from spk.service.auth import create_key
-
     with _open_db(db_path, as_json, model_path) as db:
         try:
             secret, record = create_key(db, name, scope)

@@ -1,8 +1,8 @@
 """The HTTP API of ``spk serve``: a FastAPI application over one loaded model and one speaker database.
 
 :func:`create_app` builds it from a loaded :class:`spk.api.SpeakerModel` and
-:class:`ServeSettings`. Paths are versioned (``/v1/...``); ``/openapi.json`` and ``/docs``
-describe them; ``/`` is the web page.
+:class:`ServeSettings`. Paths are versioned (``/v1/...``); ``/openapi.json`` describes
+them; ``/`` is the web page.
 
 How a request is served
     :class:`spk.service.access_log.RequestGuard` reads the body within the upload limit
@@ -44,7 +44,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from spk.api import SpeakerModel, SpkError, SpkInputError, parse_operating_point
 from spk.audio import AudioError, AudioFormatError, AudioTooLongError, read_audio_bytes, require_container
 from spk.service.access_log import RequestGuard
-from spk.service.auth import SCOPES, AuthError, RateLimiter, authenticate, create_key, require_scope
+from spk.service.auth import AuthError, RateLimiter, authenticate, create_key, require_scope
 from spk.speaker_db import SpeakerDB, SpeakerDBError, check_speaker_name
 
 __all__ = ["API_VERSION", "ServeSettings", "create_app"]
@@ -200,13 +200,13 @@ class _Service:
         opened on (moved, deleted or replaced: an acknowledged write must not go to a file
         that nobody will read), and after it raised a database error.
         """
+        identity = _file_identity(self.settings.db_path)
         held = getattr(self._connections, "held", None)
-        if held is not None and held[1] != _file_identity(self.settings.db_path):
+        if held is not None and held[1] != identity:
             held[0].close()
             held = self._connections.held = None
         if held is None:
-            db = self.model.open_db(self.settings.db_path)
-            held = self._connections.held = (db, _file_identity(self.settings.db_path))
+            held = self._connections.held = (self.model.open_db(self.settings.db_path), identity)
         try:
             yield held[0]
         except (sqlite3.Error, SpeakerDBError):
@@ -215,7 +215,8 @@ class _Service:
             raise
 
     async def infer(self, work: Callable[[], Any]) -> Any:
-        """Run ``work`` in the inference pool within the request timeout (503 when it cannot)."""
+        """Run ``work`` in the inference pool within the request timeout (503 when it cannot); audio or input
+        that cannot be used is answered as :func:`_input_error` says (413, 415, 422)."""
         timeout = self.settings.request_timeout_s
         deadline = time.monotonic() + timeout
 
@@ -227,10 +228,22 @@ class _Service:
         future = asyncio.get_running_loop().run_in_executor(self.pool, guarded)
         try:
             return await asyncio.wait_for(future, timeout)
+        except _INPUT_ERRORS as error:
+            raise _input_error(error) from None
         except asyncio.TimeoutError:
             raise ServiceError(503, f"the request took longer than {timeout:g} s (spk serve --request-timeout); "
                                     "nothing was changed; try again later, or send shorter audio",
                                {"Retry-After": "1"}) from None
+
+    async def record_decision(self, actor: str, action: str, speaker: str, score: float | None, decision: str,
+                              detail: str) -> None:
+        """Append a decision to the audit table, from a thread (never on the event loop)."""
+
+        def record():
+            with self.database() as db:
+                db.record_decision(actor, action, speaker, score, decision, detail)
+
+        await anyio.to_thread.run_sync(record)
 
     def decode(self, data: bytes, filename: str | None):
         return read_audio_bytes(data, name=_upload_name(filename), target_rate=self.model.feature_config.sample_rate,
@@ -384,10 +397,7 @@ def _add_routes(app: FastAPI, service: _Service) -> None:
             sources = [f"upload:{filename or 'audio'}"[:200] for _, filename in uploads]
             return service.model.enrollments(waveforms, speaker=speaker, sources=sources)
 
-        try:
-            items = await service.infer(embed)
-        except _INPUT_ERRORS as error:
-            raise _input_error(error) from None
+        items = await service.infer(embed)
 
         def write() -> int:
             with service.database() as db:
@@ -421,18 +431,10 @@ def _add_routes(app: FastAPI, service: _Service) -> None:
                                           operating_point=operating_point or "eer")
             return result, len(waveform) / service.model.feature_config.sample_rate
 
-        try:
-            result, duration = await service.infer(decide)
-        except _INPUT_ERRORS as error:
-            raise _input_error(error) from None
+        result, duration = await service.infer(decide)
         decision = "accept" if result.accept else "reject"
-
-        def record():
-            with service.database() as db:
-                db.record_decision(key.key_id, "verify", speaker, result.score, decision,
-                                   f"request {request.state.request_id}; threshold {result.threshold:.4f}")
-
-        await anyio.to_thread.run_sync(record)
+        await service.record_decision(key.key_id, "verify", speaker, result.score, decision,
+                                      f"request {request.state.request_id}; threshold {result.threshold:.4f}")
         return VerifyBody(speaker=speaker, decision=decision, accept=result.accept, score=result.score,
                           llr=result.llr, threshold=result.threshold, operating_point=result.operating_point,
                           duration_s=round(duration, 3))
@@ -453,19 +455,11 @@ def _add_routes(app: FastAPI, service: _Service) -> None:
                 result = service.model.identify(waveform, top_k, db, unknown_threshold)
             return result, len(waveform) / service.model.feature_config.sample_rate
 
-        try:
-            result, duration = await service.infer(rank)
-        except _INPUT_ERRORS as error:
-            raise _input_error(error) from None
+        result, duration = await service.infer(rank)
         best = result.candidates[0]
-
-        def record():
-            with service.database() as db:
-                db.record_decision(key.key_id, "identify", best.speaker, best.score,
-                                   "unknown" if result.unknown else "identified",
-                                   f"request {request.state.request_id}; top {len(result.candidates)}")
-
-        await anyio.to_thread.run_sync(record)
+        await service.record_decision(key.key_id, "identify", best.speaker, best.score,
+                                      "unknown" if result.unknown else "identified",
+                                      f"request {request.state.request_id}; top {len(result.candidates)}")
         return IdentifyBody(speaker=result.speaker, unknown=result.unknown,
                             candidates=[CandidateBody(**vars(c)) for c in result.candidates],
                             unknown_threshold=result.unknown_threshold, duration_s=round(duration, 3))
@@ -494,10 +488,8 @@ def _add_routes(app: FastAPI, service: _Service) -> None:
     @app.post(f"{v}/keys", status_code=201, response_model=KeyBody, tags=["keys"])
     def new_key(body: NewKey, key=admin) -> KeyBody:
         """Make a key; the answer holds the key itself, which cannot be shown again."""
-        if body.scope not in SCOPES:
-            raise ServiceError(422, f"unknown scope {body.scope!r}; one of: {', '.join(SCOPES)}")
         with service.database() as db:
-            try:
+            try:  # an unknown scope or a bad name
                 secret, record = create_key(db, body.name, body.scope, actor=key.key_id)
             except ValueError as error:
                 raise ServiceError(422, str(error)) from None
