@@ -543,7 +543,8 @@ def _check_speech(presence, name: str) -> None:
 
 
 def _check_waveform(audio: np.ndarray) -> np.ndarray:
-    """A float waveform as float32 mono; other shapes, integer samples and NaNs are errors."""
+    """A float waveform as float32 mono; other shapes and integer samples are errors (NaNs are refused by
+    :meth:`SpeakerModel._waveform`, for files and waveforms alike)."""
     if not np.issubdtype(audio.dtype, np.floating):
         raise SpkInputError(f"the waveform has {audio.dtype} samples; give floats in [-1, 1] "
                             "(divide 16-bit integers by 32768)")
@@ -551,8 +552,6 @@ def _check_waveform(audio: np.ndarray) -> np.ndarray:
         audio = audio.mean(axis=1)
     if audio.ndim != 1:
         raise SpkInputError(f"the waveform has shape {audio.shape}; give (samples,) or (samples, channels)")
-    if not np.all(np.isfinite(audio)):
-        raise SpkInputError("the waveform has NaN or infinite samples")
     return np.clip(audio, -1.0, 1.0).astype(np.float32, copy=False)
 
 

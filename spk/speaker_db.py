@@ -32,9 +32,10 @@ Concurrency
 
 Safety
     Only :meth:`SpeakerDB.open` with ``create=True`` (enrollment) makes a new file,
-    readable and writable by its owner only (mode 600: it holds voiceprints). A file that is not SQLite, or SQLite without this schema, is an error and is
-    not written to. A database made with another model is an error: embeddings of
-    two models cannot be compared.
+    readable and writable by its owner only (mode 600: it holds voiceprints). A file
+    that is not SQLite, or SQLite without this schema, is an error and is not written to.
+    A database made with another model is an error: embeddings of two models cannot be
+    compared.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SCHEMA_VERSION", "ApiKey", "AuditRecord", "Enrollment", "ModelIdentity", "SpeakerDB", "SpeakerDBError", "SpeakerInfo"]
+__all__ = ["SCHEMA_VERSION", "ApiKey", "AuditRecord", "Enrollment", "ModelIdentity", "SpeakerDB", "SpeakerDBError",
+           "SpeakerInfo"]
 
 SCHEMA_VERSION = 2
 BUSY_TIMEOUT_S = 60.0
@@ -490,8 +492,8 @@ def _check_file(path: Path, create: bool) -> bool:
         return True  # another enrolling process may have just made it; an empty file holds nothing to lose
     # Its content is left to SQLite, which refuses a file that is not a database before writing anything:
     # opening the file here too would drop the locks that this process's other connections hold on it
-    # (closing any descriptor of a file releases all of the process's POSIX locks on it), and a server
-    # with live connections then read pages that another was rewriting ("disk I/O error").
+    # (closing any descriptor of a file releases all of the process's POSIX locks on it), and another
+    # process closing its connection would then delete the WAL under them ("disk I/O error").
     return False
 
 

@@ -4,8 +4,9 @@
 reads the whole body, refusing with 413 one over ``max_body_bytes`` (at once when the
 ``Content-Length`` says so, else as soon as the bytes pass the limit) and with 408 one whose
 body does not arrive within ``body_timeout_s``; so no handler ever waits on a slow client
-or holds more than the limit. Every answer gets :data:`SECURITY_HEADERS`. After the response it logs one line: time, request id,
-method, path, status, latency, the key id (set by the authentication) and the client.
+or holds more than the limit. Every answer gets :data:`SECURITY_HEADERS`. After the response
+it logs one line: time, request id, method, path, status, latency, the key id (set by the
+authentication) and the client.
 
 :class:`JsonFormatter` writes every log record of the server as one JSON object per line.
 """
