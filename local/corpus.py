@@ -13,7 +13,6 @@ to put it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -225,10 +224,9 @@ def durations_work_dir(paths: list[Path | str], work_dir: Path) -> Path:
     The hash is of the list (as given, in order) and of the current folder, so a rerun
     with the same files finds the folder a failed run left.
     """
-    digest = hashlib.sha256(os.getcwd().encode("utf-8", "surrogateescape"))
-    for path in paths:
-        digest.update(str(path).encode("utf-8", "surrogateescape") + b"\n")
-    return Path(work_dir).absolute() / f".durations-{digest.hexdigest()[:16]}"
+    from spk.jobs import inputs_key
+
+    return Path(work_dir).absolute() / f".durations-{inputs_key(os.getcwd(), [str(path) for path in paths])}"
 
 
 def durations_job(args: dict, job: int, num_jobs: int) -> None:
