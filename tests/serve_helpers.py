@@ -46,9 +46,9 @@ def untrained_model(path: Path, seed: int = 0) -> Path:
     import torch
 
     from spk.calibration import Calibration, save_calibration
+    from spk.features import FeatureConfig
     from spk.model_dir import CALIBRATION, CONFIG, FINAL_WEIGHTS, SPEAKERS, read_experiment_config
     from spk.models import build_embedder
-    from spk.features import FeatureConfig
 
     path.mkdir(parents=True, exist_ok=True)
     (path / CONFIG).write_text(UNTRAINED_CONFIG)
@@ -171,13 +171,25 @@ class ServerProcess:
                         "--port", str(self.port), *options]
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> ServerProcess:
+    def launch(self) -> ServerProcess:
+        """Start the process without waiting for it (:meth:`wait_ready` waits): other work can overlap
+        the model's loading."""
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                            cwd=ROOT)
-        wait_ready(self.url, process=self.process, verify=self.ssl_context())
+            self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=log,
+                                            stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         return self
+
+    def wait_ready(self, timeout: float = 60.0) -> ServerProcess:
+        """Wait until the server answers ready; its log's end is in the error when it does not."""
+        try:
+            wait_ready(self.url, timeout, process=self.process, verify=self.ssl_context())
+        except AssertionError as error:
+            raise AssertionError(f"{error}; the end of its log:\n{self.log.read_text()[-3000:]}") from None
+        return self
+
+    def start(self) -> ServerProcess:
+        return self.launch().wait_ready()
 
     def ssl_context(self):
         """What httpx's ``verify`` takes: trust this server's own certificate (or the system's CAs)."""
@@ -194,11 +206,16 @@ class ServerProcess:
     def __enter__(self) -> ServerProcess:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def stop(self, timeout: float = 15) -> int | None:
+        """SIGTERM (kill when it has not ended within ``timeout`` s); its exit status (None: never started)."""
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(15)
+                self.process.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        return None if self.process is None else self.process.returncode
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

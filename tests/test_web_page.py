@@ -17,14 +17,9 @@ cannot be had the test skips, except in CI (CI=true), where it fails.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +28,7 @@ import pytest
 import soundfile as sf
 
 from tests.chromium_browser import ChromiumUnavailable, chromium_paths, start_chromium
+from tests.serve_helpers import ServerProcess
 
 ENROLL_S, CLAIM_S = 4, 3  # the longest enrollment and the verification the microphone records (seconds)
 MARGIN = 0.02  # how far from the threshold the chosen utterances' predicted scores must be
@@ -113,32 +109,11 @@ def pick_voices(product, model) -> Voices:
                 "tiny model has changed: see tests/product_model.py")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _write_wav(path: Path, samples: np.ndarray, rate: int) -> None:
     # Chromium's fake microphone reads 16-bit PCM WAV; written aside and renamed so it never sees half a file
     partial = path.with_suffix(".partial.wav")
     sf.write(partial, samples, rate, subtype="PCM_16")
     os.replace(partial, path)
-
-
-def _wait_ready(process: subprocess.Popen, url: str, log: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"spk serve exited with status {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url + "/v1/ready", timeout=2) as response:
-                if json.load(response).get("ready"):
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"spk serve was not ready after {SERVER_START_S} s:\n{log.read_text()[-3000:]}")
 
 
 def _create_key(db: Path, exp: Path) -> str:
@@ -221,20 +196,14 @@ def test_enroll_verify_list_delete_in_chromium(product, model, chromium, tmp_pat
 
     db = tmp_path / "speakers.db"
     key = _create_key(db, product.exp)
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    server_log = screens / "server.log"
+    server = ServerProcess(product.exp, db, screens / "server.log", "--workers", "1")
+    url = server.url
     mic = tmp_path / "microphone.wav"
     _write_wav(mic, np.zeros(rate, np.float32), rate)  # silence until the voices are chosen
     not_audio = tmp_path / "notes.txt"
     not_audio.write_text("these are not the recordings you are looking for\n" * 50)
 
-    with open(server_log, "w") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "spk", "serve", "--model", str(product.exp), "--db", str(db), "--host",
-             "127.0.0.1", "--port", str(port), "--workers", "1"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    server.launch()
     driver, console = None, []
     try:
         # the browser starts and the voices are chosen while the server loads
@@ -242,7 +211,7 @@ def test_enroll_verify_list_delete_in_chromium(product, model, chromium, tmp_pat
         voices = pick_voices(product, model)
         _write_wav(mic, voices.enroll, rate)  # read by Chromium when the page starts recording
         picked = time.monotonic()
-        _wait_ready(server, url, server_log)
+        server.wait_ready(SERVER_START_S)
         ready_at = time.monotonic()
         page = Page(driver, screens)
         driver.get(url + "/")
@@ -351,13 +320,8 @@ def test_enroll_verify_list_delete_in_chromium(product, model, chromium, tmp_pat
                     "".join(f"{entry['level']} {entry['message']}\n" for entry in console))
             finally:
                 driver.quit()
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        status = server.stop(timeout=20)
         artefacts = os.environ.get("SPK_ARTEFACTS")
         if artefacts:
             shutil.copytree(screens, Path(artefacts) / "web_page", dirs_exist_ok=True)
-    assert server.returncode == 0, f"spk serve exited {server.returncode} on SIGTERM:\n{server_log.read_text()[-2000:]}"
+    assert status == 0, f"spk serve exited {status} on SIGTERM:\n{server.log.read_text()[-2000:]}"
