@@ -33,15 +33,8 @@ print_paths() {
 }
 
 install_packages() {
-  installed && return 0
-  [ "$(id -u)" = 0 ] || die 2 "chromium/chromedriver are not installed and installing them needs root:" \
-    "run this as root (sudo $0 install) or install the Debian packages yourself: apt-get install ${packages[*]}"
-  command -v apt-get >/dev/null || die 1 "chromium/chromedriver are not installed and there is no apt-get to" \
-    "install them; install Chromium and a matching chromedriver (both on PATH as 'chromium' and 'chromedriver')"
-  local t0; t0=$(now)
-  apt_install_locked installed "${packages[@]}"
-  installed || die 1 "apt-get installed ${packages[*]} but 'chromium' or 'chromedriver' is not on PATH"
-  log "installed in $(since "$t0") s"
+  install_debian_packages "chromium/chromedriver (on PATH as 'chromium' and 'chromedriver') are" install \
+    installed "${packages[@]}"
 }
 
 status() {

@@ -49,15 +49,8 @@ slurm_installed() {
 }
 
 install_packages() {
-  slurm_installed && return 0
-  [ "$(id -u)" = 0 ] || die 2 "Slurm is not installed and installing it needs root: run this as root" \
-    "(sudo $0 start) or install the Debian packages yourself: apt-get install ${packages[*]}"
-  command -v apt-get >/dev/null || die 1 "Slurm is not installed and there is no apt-get to install it;" \
-    "install ${packages[*]} (or your distribution's Slurm and munge) and run this again"
-  local t0; t0=$(now)
   # --no-install-recommends: 8 packages instead of ~40 (the recommends are HDF5/IPMI/ROCm plugins).
-  apt_install_locked slurm_installed "${packages[@]}"
-  log "installed in $(since "$t0") s"
+  install_debian_packages "Slurm and munge are" start slurm_installed "${packages[@]}"
 }
 
 # Memory for Slurm: MemTotal minus a margin for the system and the daemons (10 %, at least 512 MiB).
